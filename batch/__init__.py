@@ -1,0 +1,1 @@
+"""Batch scoring of audio folders with exported ONNX models (``ser-batch``); never imports torch."""

@@ -1,0 +1,69 @@
+"""From a decoded signal to the inputs a model expects, as its metadata says.
+
+``egemaps`` models take one 88-feature row per file; ``waveform`` models take windows of raw
+16 kHz samples, ``window_s`` long every ``hop_s``, the last one zero-padded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ser.audio import split_windows
+from ser.errors import ModelError
+from ser.features import EgemapsExtractor
+from ser.metadata import ModelMetadata
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """A file's model inputs ``[n, ...]`` and the time span, in samples, each row covers."""
+
+    rows: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+class Frontend(Protocol):
+    def inputs(self, signal: np.ndarray) -> ModelInputs: ...
+
+
+class EgemapsFrontend:
+    """One eGeMAPS row for the whole file."""
+
+    def __init__(self, metadata: ModelMetadata) -> None:
+        self.extractor = EgemapsExtractor()
+        expected = metadata.extra_json("feature_names")
+        if expected is not None and list(expected) != self.extractor.feature_names:
+            raise ModelError(
+                "the model was trained on other eGeMAPS features than this openSMILE "
+                f"{self.extractor.version} computes"
+            )
+
+    def inputs(self, signal: np.ndarray) -> ModelInputs:
+        features = self.extractor.extract(signal)[None, :]
+        return ModelInputs(features, np.zeros(1, np.int64), np.array([signal.size]))
+
+
+class WaveformFrontend:
+    """Windows of raw samples; ``hop_s`` overrides the model's own hop."""
+
+    def __init__(self, metadata: ModelMetadata, hop_s: float | None = None) -> None:
+        if not metadata.window_s:
+            raise ModelError("a waveform model needs window_s in its metadata")
+        self.window = round(metadata.window_s * metadata.sample_rate)
+        hop_s = hop_s or metadata.hop_s or metadata.window_s
+        self.hop = max(1, round(hop_s * metadata.sample_rate))
+
+    def inputs(self, signal: np.ndarray) -> ModelInputs:
+        windows, starts = split_windows(signal, self.window, self.hop)
+        ends = np.minimum(starts + self.window, signal.size)
+        return ModelInputs(windows, starts, ends)
+
+
+def frontend_for(metadata: ModelMetadata, *, hop_s: float | None = None) -> Frontend:
+    if metadata.frontend == "egemaps":
+        return EgemapsFrontend(metadata)
+    return WaveformFrontend(metadata, hop_s)

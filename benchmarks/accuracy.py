@@ -1,0 +1,60 @@
+"""Accuracy of an exported model on the RAVDESS test actors (23-24), scored as ser-batch does.
+
+    python benchmarks/accuracy.py [--model forest|PATH.onnx] [--data ../shared/data/ravdess-speech-16k]
+
+Prints accuracy and UAR over the test split, the model's own recorded figures, and the machine.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe_machine  # noqa: E402
+
+from ser.batch.frontends import frontend_for  # noqa: E402
+from ser.batch.scoring import score_file  # noqa: E402
+from ser.batch.session import ScoringModel  # noqa: E402
+from ser.corpus import read_ravdess, select  # noqa: E402
+from ser.models import DEFAULT_MODEL  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-speech-16k"
+
+
+@click.command()
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=DEFAULT_DATA)
+@click.option("--split", default="test", show_default=True)
+def main(model: str, data: Path, split: str) -> None:
+    scorer = ScoringModel(model)
+    frontend = frontend_for(scorer.metadata)
+    clips = select(read_ravdess(data), split)
+    started = time.perf_counter()
+    truth, predicted = [], []
+    for clip in clips:
+        result = score_file(clip.path, scorer, frontend)
+        if not result.ok:
+            raise SystemExit(f"{clip.path}: {result.error}")
+        truth.append(scorer.labels.index(clip.label))
+        predicted.append(int(result.probs.argmax()))
+    wall = time.perf_counter() - started
+    truth, predicted = np.array(truth), np.array(predicted)
+    recalls = [(predicted[truth == k] == k).mean() for k in np.unique(truth)]
+    print(
+        f"model: {scorer.path.name} ({scorer.metadata.extra_json('model', scorer.metadata.frontend)})"
+    )
+    print(f"data: {data} split={split} clips={len(clips)}")
+    print(f"machine: {describe_machine()}")
+    print(f"accuracy={(truth == predicted).mean():.4f} UAR={np.mean(recalls):.4f} wall={wall:.1f}s")
+    recorded = scorer.metadata.extra_json("test_metrics")
+    if recorded:
+        print(f"recorded at export: accuracy={recorded['accuracy']} UAR={recorded['uar']}")
+
+
+if __name__ == "__main__":
+    main()

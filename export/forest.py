@@ -1,0 +1,95 @@
+"""The eGeMAPS forest to ONNX through skl2onnx, with its contract in the metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import joblib
+import numpy as np
+import onnx
+import skl2onnx
+from ser.export.onnx_io import attach_metadata, run_onnx, save_model
+from ser.export.parity import ParityReport, compare_probabilities, require_parity
+from ser.training.forest import MODEL_FILE, TEST_FEATURES_FILE
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+
+from ser.errors import ModelError
+from ser.metadata import ModelMetadata
+
+FOREST_TOLERANCE = 1e-5
+INPUT_NAME, PROBS_NAME = "features", "probs"
+
+
+def export_forest(model_dir: Path, out_path: Path) -> ParityReport:
+    """Convert, check against scikit-learn on the saved test features, then write ``out_path``.
+
+    Raises:
+        ModelError: when ``model_dir`` is not a trained forest.
+        ParityError: with the figures, when ONNX Runtime disagrees with scikit-learn.
+    """
+    forest, config, metrics = _load_trained_forest(model_dir)
+    n_features = len(config["feature_names"])
+    model = to_onnx(
+        forest,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        options={id(forest): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    _rename_output(model, "probabilities", PROBS_NAME)
+    metadata = ModelMetadata(
+        frontend="egemaps",
+        labels=tuple(config["labels"]),
+        sample_rate=config["sample_rate"],
+        input_name=INPUT_NAME,
+        probs_name=PROBS_NAME,
+        extra={
+            "model": "random-forest",
+            "feature_set": config["feature_set"],
+            "opensmile_version": config["opensmile_version"],
+            "feature_names": config["feature_names"],
+            "test_metrics": {k: metrics["test"][k] for k in ("n", "accuracy", "uar", "f1")},
+            "manifest_hash": config["manifest_hash"],
+            "versions": {**config["versions"], "skl2onnx": skl2onnx.__version__},
+        },
+    )
+    attach_metadata(model, metadata)
+    onnx.checker.check_model(model)
+
+    test = np.load(model_dir / TEST_FEATURES_FILE)
+    features = test["features"].astype(np.float32)
+    report = compare_probabilities(
+        forest.predict_proba(features),
+        run_onnx(model, {INPUT_NAME: features}, PROBS_NAME),
+        FOREST_TOLERANCE,
+    )
+    require_parity(report, str(out_path))
+    save_model(model, out_path)
+    return report
+
+
+def _load_trained_forest(model_dir: Path) -> tuple[object, dict, dict]:
+    needed = [
+        model_dir / name for name in (MODEL_FILE, TEST_FEATURES_FILE, "config.json", "metrics.json")
+    ]
+    missing = [path.name for path in needed if not path.is_file()]
+    if missing:
+        raise ModelError(
+            f"{model_dir}: not a trained forest (missing {', '.join(missing)}); "
+            "run ser-train forest"
+        )
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model") != "forest":
+        raise ModelError(f"{model_dir}: holds a {config.get('model')!r} model, not a forest")
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    return joblib.load(model_dir / MODEL_FILE), config, metrics
+
+
+def _rename_output(model: onnx.ModelProto, old: str, new: str) -> None:
+    """Give the probability output the name every ser model uses."""
+    for node in model.graph.node:
+        node.output[:] = [new if name == old else name for name in node.output]
+    for output in model.graph.output:
+        if output.name == old:
+            output.name = new

@@ -1,0 +1,39 @@
+"""Writing ONNX models with ser metadata, and running them for parity checks."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ser.files import publish
+from ser.metadata import ModelMetadata
+
+
+def attach_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelProto:
+    """Replace ``model``'s metadata_props with ``metadata``; returns the same proto."""
+    del model.metadata_props[:]
+    for key, value in metadata.to_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write atomically: a failed export never leaves a truncated model at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.tmp", delete=False) as handle:
+        handle.write(model.SerializeToString())
+    publish(handle.name, path)
+
+
+def run_onnx(
+    model: onnx.ModelProto | bytes, feeds: dict[str, np.ndarray], output: str
+) -> np.ndarray:
+    """One CPU ONNX Runtime run of an in-memory model; returns the named output."""
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return session.run([output], feeds)[0]

@@ -1,0 +1,33 @@
+"""What the three console scripts share: version option and one-line errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ser import __version__
+from ser.errors import SerError
+
+version_option = click.version_option(__version__, prog_name="ser")
+
+
+class UserError(click.ClickException):
+    """A one-line error about input, model or output: exit status 2, like click's usage errors."""
+
+    exit_code = 2
+
+
+def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a :class:`SerError` into ``Error: <message>`` and exit status 2, with no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SerError as error:
+            raise UserError(str(error)) from None
+
+    return wrapper

@@ -1,0 +1,134 @@
+"""Corpora as lists of :class:`Clip`: the RAVDESS folder layout and a generic CSV manifest.
+
+RAVDESS clips are split by actor so that no speaker is heard in two splits: actors 1-20 train,
+21-22 validation, 23-24 test. A manifest brings its own ``split`` column, or none (then every
+clip is ``train``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ser.audio import AUDIO_EXTENSIONS
+from ser.errors import CorpusError
+from ser.labels import LABELS
+
+SPLITS = ("train", "validation", "test")
+RAVDESS_EMOTIONS = dict(zip(("01", "02", "03", "04", "05", "06", "07", "08"), LABELS, strict=True))
+_RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled recording."""
+
+    path: Path
+    label: str
+    speaker: str = ""
+    split: str = "train"
+
+
+def ravdess_split(actor: int) -> str:
+    """The speaker-independent split of an actor: 1-20 train, 21-22 validation, 23-24 test."""
+    if 1 <= actor <= 20:
+        return "train"
+    if actor in (21, 22):
+        return "validation"
+    if actor in (23, 24):
+        return "test"
+    raise CorpusError(f"RAVDESS actor {actor} is outside 1-24")
+
+
+def read_ravdess(root: str | Path) -> list[Clip]:
+    """Every RAVDESS speech clip under ``root`` (``Actor_XX/03-01-EE-II-SS-RR-AA.*``), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"{root}: not a directory")
+    clips = []
+    for path in sorted(root.glob("Actor_*/*")):
+        match = _RAVDESS_NAME.match(path.stem)
+        if path.suffix.lower() not in AUDIO_EXTENSIONS or not match:
+            continue
+        modality, channel, emotion, *_, actor = match.groups()
+        if (modality, channel) != ("03", "01") or emotion not in RAVDESS_EMOTIONS:
+            continue
+        clips.append(
+            Clip(path, RAVDESS_EMOTIONS[emotion], f"actor{actor}", ravdess_split(int(actor)))
+        )
+    if not clips:
+        raise CorpusError(f"{root}: no RAVDESS speech clips (Actor_XX/03-01-*.wav|flac) found")
+    return clips
+
+
+def read_manifest(path: str | Path, labels: Sequence[str] = LABELS) -> list[Clip]:
+    """Clips from a CSV with columns ``path,label[,speaker][,split]``.
+
+    Relative paths are taken from the manifest's folder. Raises CorpusError naming the row for an
+    unknown label or split.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise CorpusError(f"{path}: cannot read manifest ({error.strerror})") from None
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise CorpusError(f"{path}: a manifest needs a header with at least 'path,label' and rows")
+    clips = []
+    for number, row in enumerate(rows, start=2):
+        label, split = row["label"].strip(), (row.get("split") or "train").strip()
+        if label not in labels:
+            raise CorpusError(
+                f"{path}:{number}: unknown label {label!r}; expected {', '.join(labels)}"
+            )
+        if split not in SPLITS:
+            raise CorpusError(
+                f"{path}:{number}: unknown split {split!r}; expected {', '.join(SPLITS)}"
+            )
+        clip_path = Path(row["path"].strip())
+        clip_path = clip_path if clip_path.is_absolute() else path.parent / clip_path
+        clips.append(Clip(clip_path, label, (row.get("speaker") or "").strip(), split))
+    return clips
+
+
+def load_corpus(source: str | Path) -> list[Clip]:
+    """A RAVDESS folder or a ``.csv`` manifest, whichever ``source`` is."""
+    source = Path(source)
+    if source.suffix.lower() == ".csv":
+        return read_manifest(source)
+    return read_ravdess(source)
+
+
+def select(clips: Iterable[Clip], *splits: str) -> list[Clip]:
+    """The clips whose split is one of ``splits``."""
+    return [clip for clip in clips if clip.split in splits]
+
+
+def check_splits(
+    clips: Sequence[Clip], splits: Sequence[str], labels: Sequence[str] = LABELS
+) -> None:
+    """Fail before any long work if a split is empty or lacks a class.
+
+    Raises:
+        CorpusError: naming the split and the missing classes.
+    """
+    for split in splits:
+        present = {clip.label for clip in clips if clip.split == split}
+        if not present:
+            raise CorpusError(f"the {split} split is empty")
+        missing = [label for label in labels if label not in present]
+        if missing:
+            raise CorpusError(f"the {split} split has no clips of class {', '.join(missing)}")
+
+
+def manifest_hash(clips: Iterable[Clip]) -> str:
+    """A short hash of what a model was trained and tested on (names, labels, splits)."""
+    digest = hashlib.sha256()
+    for clip in sorted(clips, key=lambda c: (c.split, c.path.name, c.label)):
+        digest.update(f"{clip.path.name}\t{clip.label}\t{clip.speaker}\t{clip.split}\n".encode())
+    return digest.hexdigest()[:16]

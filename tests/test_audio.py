@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import soundfile as sf
+from synth import voiced
+
+from ser.audio import SAMPLE_RATE, center_window, load_audio, prepare_signal, split_windows
+from ser.errors import AudioError
+
+
+def _peak_hz(signal: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.size)))
+    return float(np.fft.rfftfreq(signal.size, 1 / rate)[spectrum.argmax()])
+
+
+def _sine(freq: float, seconds: float, rate: int) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(
+        "float32"
+    )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "fmt", "subtype"),
+    [(".wav", "WAV", "PCM_16"), (".flac", "FLAC", "PCM_16"), (".ogg", "OGG", "VORBIS"),
+     (".mp3", "MP3", "MPEG_LAYER_III"), (".wav", "WAV", "FLOAT")],
+)  # fmt: skip
+@pytest.mark.parametrize("rate", [8_000, 16_000, 44_100, 48_000])
+def test_every_format_and_rate_decodes_to_16k_mono(tmp_path, suffix, fmt, subtype, rate):
+    path = tmp_path / f"tone{suffix}"
+    sf.write(path, _sine(440, 1.0, rate), rate, format=fmt, subtype=subtype)
+    signal = load_audio(path)
+    assert signal.dtype == np.float32 and signal.ndim == 1
+    assert abs(signal.size - SAMPLE_RATE) < 0.06 * SAMPLE_RATE  # mp3 adds encoder padding
+    assert abs(_peak_hz(signal) - 440) < 5
+
+
+def test_stereo_is_mixed_down(tmp_path):
+    left, right = _sine(300, 0.5, 48_000), _sine(300, 0.5, 48_000)
+    sf.write(tmp_path / "s.wav", np.stack([left, -right], axis=1), 48_000)
+    assert np.abs(load_audio(tmp_path / "s.wav")).max() < 1e-3  # opposite phases cancel
+    sf.write(tmp_path / "s2.wav", np.stack([left, np.zeros_like(right)], axis=1), 48_000)
+    assert np.abs(load_audio(tmp_path / "s2.wav")).max() == pytest.approx(0.25, abs=0.01)
+
+
+def test_many_channels_at_96k(tmp_path):
+    sf.write(tmp_path / "m.wav", np.tile(_sine(500, 0.25, 96_000)[:, None], (1, 8)), 96_000)
+    signal = load_audio(tmp_path / "m.wav")
+    assert signal.size == 4000 and abs(_peak_hz(signal) - 500) < 10
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "cannot decode"), (b"RIFF\x10\x00\x00\x00WAVEfmt ", "cannot decode"),
+     (np.random.default_rng(0).bytes(4096), "cannot decode")],
+)  # fmt: skip
+def test_unreadable_files_name_the_file(tmp_path, content, message):
+    path = tmp_path / "broken file.wav"
+    path.write_bytes(content)
+    with pytest.raises(AudioError, match=message) as error:
+        load_audio(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_file_and_nan_samples(tmp_path):
+    with pytest.raises(AudioError, match="missing.wav: cannot decode"):
+        load_audio(tmp_path / "missing.wav")
+    bad = _sine(200, 0.1, 16_000)
+    bad[10], bad[20] = np.nan, np.inf
+    sf.write(tmp_path / "nan.wav", bad, 16_000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        load_audio(tmp_path / "nan.wav")
+
+
+def test_prepare_signal_rejects_empty_and_bad_shapes():
+    with pytest.raises(AudioError, match="empty"):
+        prepare_signal(np.zeros(0), 16_000)
+    with pytest.raises(AudioError, match="1-D or 2-D"):
+        prepare_signal(np.zeros((2, 2, 2)), 16_000)
+
+
+def test_center_window_crops_and_pads():
+    signal = np.arange(10, dtype=np.float32)
+    assert center_window(signal, 4).tolist() == [3, 4, 5, 6]
+    assert center_window(signal[:2], 4).tolist() == [0, 0, 1, 0]
+
+
+def test_split_windows_covers_every_sample():
+    signal = voiced(150, 2.5)  # 40,000 samples
+    windows, starts = split_windows(signal, 16_000, 10_000)
+    assert starts.tolist() == [0, 10_000, 20_000, 30_000]
+    assert windows.shape == (4, 16_000)
+    np.testing.assert_array_equal(windows[-1, :10_000], signal[30_000:])
+    assert not windows[-1, 10_000:].any()
+    short, starts = split_windows(signal[:100], 16_000, 16_000)
+    assert short.shape == (1, 16_000) and starts.tolist() == [0]
+    with pytest.raises(ValueError, match="positive"):
+        split_windows(signal, 0, 1)

@@ -1,0 +1,130 @@
+"""ser-batch behaviour that needs no trained model of its own, and the CLIs' help."""
+
+import csv
+import io
+
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from synth import voiced
+
+from ser import __version__
+from ser.batch.cli import main as batch_main
+from ser.batch.discovery import discover
+from ser.batch.report import CsvReport, neutralise
+from ser.batch.session import ScoringModel, execution_providers
+from ser.errors import ModelError
+from ser.export.cli import main as export_main
+from ser.training.cli import main as train_main
+
+COMMANDS = [
+    (train_main, []), (train_main, ["forest"]), (export_main, []), (export_main, ["forest"]),
+    (batch_main, []), (batch_main, ["score"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "args"), COMMANDS)
+def test_every_command_has_help(command, args):
+    result = CliRunner().invoke(command, [*args, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize("command", [train_main, export_main, batch_main])
+def test_version(command):
+    result = CliRunner().invoke(command, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+@pytest.mark.parametrize(
+    ("cell", "safe"),
+    [("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"), ("+1", "'+1"), ("-1", "'-1"), ("@x", "'@x"),
+     ("\tx", "'\tx"), ("\rx", "'\rx"), ("plain.wav", "plain.wav"), ("", "")],
+)  # fmt: skip
+def test_formula_cells_are_neutralised(cell, safe):
+    assert neutralise(cell) == safe
+
+
+def test_report_abort_keeps_the_previous_report(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("old\n")
+    report = CsvReport(str(path), ["a"])
+    report.write({"a": "new"})
+    report.abort()
+    assert path.read_text() == "old\n" and list(tmp_path.iterdir()) == [path]
+    report = CsvReport(str(path), ["a"])
+    report.write({"a": "=new"})
+    report.commit()
+    assert path.read_text() == "a\n'=new\n"
+
+
+def test_discovery_is_sorted_recursive_and_reports_missing(tmp_path):
+    for name in ["b/z.wav", "b/a.FLAC", "a.mp3", "notes.txt", "c/d/e.ogg"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = list(discover([tmp_path, tmp_path / "notes.txt", tmp_path / "gone.wav"]))
+    names = [f.path.relative_to(tmp_path).as_posix() for f in found]
+    assert names == ["a.mp3", "b/a.FLAC", "b/z.wav", "c/d/e.ogg", "notes.txt", "gone.wav"]
+    assert found[-1].error == "no such file or directory" and not found[0].error
+
+
+def test_shipped_forest_scores_to_stdout(tmp_path):
+    sf.write(tmp_path / "a.wav", voiced(180, 1.5), 16_000)
+    result = CliRunner().invoke(batch_main, ["score", str(tmp_path / "a.wav"), "-o", "-"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["model"] == "forest"
+
+
+def test_silent_and_tiny_files_become_error_rows_or_scores(tmp_path):
+    sf.write(tmp_path / "silence.wav", voiced(100, 1.0) * 0, 16_000)
+    sf.write(tmp_path / "tiny.wav", voiced(100, 0.001), 16_000)
+    result = CliRunner().invoke(batch_main, ["score", str(tmp_path), "-o", str(tmp_path / "r.csv")])
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader((tmp_path / "r.csv").open())}
+    assert rows["silence.wav"]["status"] == "ok"  # silence is a valid, if dull, recording
+    assert rows["tiny.wav"]["status"] == "error" and "too short" in rows["tiny.wav"]["error"]
+    assert result.exit_code == 3
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not an onnx model"])
+def test_a_bad_model_file_is_a_one_line_error(tmp_path, content):
+    (tmp_path / "m.onnx").write_bytes(content)
+    sf.write(tmp_path / "a.wav", voiced(180, 0.5), 16_000)
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", str(tmp_path / "a.wav"), "-o", "-", "--model", str(tmp_path / "m.onnx")],
+    )
+    assert result.exit_code == 2
+    assert "not a loadable ONNX model" in result.output and "Traceback" not in result.output
+
+
+def test_an_onnx_model_without_ser_metadata_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx"
+    )
+    with pytest.raises(ModelError, match="not a ser model"):
+        ScoringModel(str(tmp_path / "m.onnx"))
+
+
+def test_unknown_model_name():
+    with pytest.raises(ModelError, match="not a shipped model"):
+        ScoringModel("no-such-model")
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has CUDA"
+)
+def test_cuda_asked_for_without_cuda_is_an_error_not_a_fallback(tmp_path):
+    with pytest.raises(ModelError, match="CUDA execution provider is not available"):
+        execution_providers("cuda")
+    result = CliRunner().invoke(batch_main, ["score", str(tmp_path), "-o", "-", "--device", "cuda"])
+    assert result.exit_code == 2 and "CUDA" in result.output

@@ -1,0 +1,1 @@
+"""Training: the eGeMAPS forest baseline and frozen-encoder neural models (``ser-train``)."""

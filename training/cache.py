@@ -1,0 +1,61 @@
+"""A content-keyed on-disk cache of numpy arrays (features, encoder hidden states).
+
+Keys hash the audio file's identity (resolved path, size, modification time) together with
+everything that shapes the array (feature set and version, backbone, window, augmentation), so a
+changed file or a changed model can never return a stale array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ser.files import publish
+
+
+def default_cache_dir() -> Path:
+    """``$SER_CACHE_DIR``, else ``$XDG_CACHE_HOME/ser``, else ``~/.cache/ser``."""
+    if "SER_CACHE_DIR" in os.environ:
+        return Path(os.environ["SER_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ser"
+
+
+def file_key(path: Path, *parts: object) -> str:
+    """A hex key for ``path`` as it is now on disk, plus any configuration ``parts``."""
+    stat = path.stat()
+    text = "\x1f".join(
+        [str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), *map(str, parts)]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class ArrayCache:
+    """Arrays stored as ``.npy`` files under one folder (``namespace`` keeps kinds apart)."""
+
+    def __init__(self, root: Path, namespace: str) -> None:
+        self.folder = Path(root) / namespace
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self.folder / key[:2] / f"{key}.npy"
+        try:
+            array = np.load(path)
+        except (OSError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return array
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        """Store atomically: a crash never leaves a half-written array behind."""
+        folder = self.folder / key[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as handle:
+            np.save(handle, array)
+        publish(handle.name, folder / f"{key}.npy")
