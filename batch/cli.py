@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import click
-from ser.models import DEFAULT_MODEL
 from tqdm import tqdm
 
 from ser.clitools import one_line_errors, version_option
+from ser.models import DEFAULT_MODEL
 
 EXIT_OK, EXIT_USAGE, EXIT_FILES_FAILED = 0, 2, 3
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import IO
 
 from ser.batch.scoring import FileScore
-
 from ser.files import publish
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

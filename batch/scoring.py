@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ser.batch.frontends import Frontend
-from ser.batch.session import ScoringModel
 
 from ser.audio import load_audio
+from ser.batch.frontends import Frontend
+from ser.batch.session import ScoringModel
 from ser.errors import SerError
 
 

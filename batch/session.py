@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from ser.models import SHIPPED, shipped_model_path
 
 from ser.errors import ModelError
 from ser.metadata import ModelMetadata
+from ser.models import SHIPPED, shipped_model_path
 
 DEVICES = ("cpu", "cuda", "auto")
 

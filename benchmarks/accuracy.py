@@ -1,6 +1,6 @@
 """Accuracy of an exported model on the RAVDESS test actors (23-24), scored as ser-batch does.
 
-    python benchmarks/accuracy.py [--model forest|PATH.onnx] [--data ../shared/data/ravdess-speech-16k]
+    python benchmarks/accuracy.py [--model NAME_OR_PATH] [--data RAVDESS_DIR]
 
 Prints accuracy and UAR over the test split, the model's own recorded figures, and the machine.
 """
@@ -15,13 +15,13 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe_machine  # noqa: E402
+from ser.batch.frontends import frontend_for
+from ser.batch.scoring import score_file
+from ser.batch.session import ScoringModel
+from ser.corpus import read_ravdess, select
+from ser.models import DEFAULT_MODEL
 
-from ser.batch.frontends import frontend_for  # noqa: E402
-from ser.batch.scoring import score_file  # noqa: E402
-from ser.batch.session import ScoringModel  # noqa: E402
-from ser.corpus import read_ravdess, select  # noqa: E402
-from ser.models import DEFAULT_MODEL  # noqa: E402
+from machine import describe_machine
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-speech-16k"
 
@@ -45,9 +45,8 @@ def main(model: str, data: Path, split: str) -> None:
     wall = time.perf_counter() - started
     truth, predicted = np.array(truth), np.array(predicted)
     recalls = [(predicted[truth == k] == k).mean() for k in np.unique(truth)]
-    print(
-        f"model: {scorer.path.name} ({scorer.metadata.extra_json('model', scorer.metadata.frontend)})"
-    )
+    kind = scorer.metadata.extra_json("model", scorer.metadata.frontend)
+    print(f"model: {scorer.path.name} ({kind})")
     print(f"data: {data} split={split} clips={len(clips)}")
     print(f"machine: {describe_machine()}")
     print(f"accuracy={(truth == predicted).mean():.4f} UAR={np.mean(recalls):.4f} wall={wall:.1f}s")

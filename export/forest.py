@@ -9,14 +9,14 @@ import joblib
 import numpy as np
 import onnx
 import skl2onnx
-from ser.export.onnx_io import attach_metadata, run_onnx, save_model
-from ser.export.parity import ParityReport, compare_probabilities, require_parity
-from ser.training.forest import MODEL_FILE, TEST_FEATURES_FILE
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
 from ser.errors import ModelError
+from ser.export.onnx_io import attach_metadata, run_onnx, save_model
+from ser.export.parity import ParityReport, compare_probabilities, require_parity
 from ser.metadata import ModelMetadata
+from ser.training.forest import MODEL_FILE, TEST_FEATURES_FILE
 
 FOREST_TOLERANCE = 1e-5
 INPUT_NAME, PROBS_NAME = "features", "probs"

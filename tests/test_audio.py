@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import soundfile as sf
-from synth import voiced
 
 from ser.audio import SAMPLE_RATE, center_window, load_audio, prepare_signal, split_windows
 from ser.errors import AudioError
+
+from synth import voiced
 
 
 def _peak_hz(signal: np.ndarray, rate: int = SAMPLE_RATE) -> float:
@@ -61,7 +62,7 @@ def test_unreadable_files_name_the_file(tmp_path, content, message):
 
 
 def test_missing_file_and_nan_samples(tmp_path):
-    with pytest.raises(AudioError, match="missing.wav: cannot decode"):
+    with pytest.raises(AudioError, match=r"missing\.wav: cannot decode"):
         load_audio(tmp_path / "missing.wav")
     bad = _sine(200, 0.1, 16_000)
     bad[10], bad[20] = np.nan, np.inf

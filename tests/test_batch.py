@@ -7,7 +7,6 @@ import onnxruntime as ort
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from synth import voiced
 
 from ser import __version__
 from ser.batch.cli import main as batch_main
@@ -17,6 +16,8 @@ from ser.batch.session import ScoringModel, execution_providers
 from ser.errors import ModelError
 from ser.export.cli import main as export_main
 from ser.training.cli import main as train_main
+
+from synth import voiced
 
 COMMANDS = [
     (train_main, []), (train_main, ["forest"]), (export_main, []), (export_main, ["forest"]),

@@ -7,7 +7,6 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from synth import RAVDESS_48K_SAMPLE, RAVDESS_16K, class_signal, needs_ravdess
 
 from ser.errors import ModelError
 from ser.export.cli import main as export_main
@@ -15,6 +14,8 @@ from ser.export.parity import ParityError, compare_probabilities, require_parity
 from ser.labels import LABELS
 from ser.metadata import ModelMetadata
 from ser.training.cli import main as train_main
+
+from synth import RAVDESS_16K, RAVDESS_48K_SAMPLE, class_signal, needs_ravdess
 
 
 def test_forest_learns_the_synthetic_classes(trained_forest):
@@ -58,7 +59,7 @@ def test_exported_forest_carries_its_contract(forest_onnx, trained_forest):
 
 def test_parity_gate_refuses_with_figures():
     source = np.array([[0.7, 0.3], [0.4, 0.6]])
-    report = compare_probabilities(source, source + [[0, 0], [0.3, -0.3]], 1e-5)
+    report = compare_probabilities(source, source + np.array([[0, 0], [0.3, -0.3]]), 1e-5)
     assert report.argmax_mismatches == 1 and report.max_abs_diff == pytest.approx(0.3)
     with pytest.raises(ParityError, match=r"argmax mismatches 1"):
         require_parity(report, "x.onnx")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from ser.training.cache import default_cache_dir
 
 from ser.clitools import one_line_errors, version_option
 from ser.corpus import load_corpus
+from ser.training.cache import default_cache_dir
 
 _data_option = click.option(
     "--data",

@@ -16,10 +16,6 @@ from pathlib import Path
 import joblib
 import numpy as np
 import sklearn
-from ser.training.cache import ArrayCache, file_key
-from ser.training.checks import check_readable
-from ser.training.metrics import classification_metrics
-from ser.training.plots import plot_confusion_matrix
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GroupKFold, cross_val_score
 from tqdm import tqdm
@@ -28,6 +24,10 @@ from ser.audio import SAMPLE_RATE, load_audio
 from ser.corpus import Clip, check_splits, manifest_hash, select
 from ser.features import EgemapsExtractor
 from ser.labels import LABELS, label_index
+from ser.training.cache import ArrayCache, file_key
+from ser.training.checks import check_readable
+from ser.training.metrics import classification_metrics
+from ser.training.plots import plot_confusion_matrix
 
 LEAF_GRID = (5, 10, 50, 100, 150, 200)
 MODEL_FILE = "forest.joblib"
