@@ -35,27 +35,28 @@ def file_key(path: Path, *parts: object) -> str:
 
 
 class ArrayCache:
-    """Arrays stored as ``.npy`` files under one folder (``namespace`` keeps kinds apart)."""
+    """Named arrays stored as one ``.npz`` file per key under ``root/namespace``."""
 
     def __init__(self, root: Path, namespace: str) -> None:
         self.folder = Path(root) / namespace
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: str) -> np.ndarray | None:
-        path = self.folder / key[:2] / f"{key}.npy"
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        path = self.folder / key[:2] / f"{key}.npz"
         try:
-            array = np.load(path)
-        except (OSError, ValueError):
+            with np.load(path) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+        except (OSError, ValueError, EOFError):
             self.misses += 1
             return None
         self.hits += 1
-        return array
+        return arrays
 
-    def put(self, key: str, array: np.ndarray) -> None:
-        """Store atomically: a crash never leaves a half-written array behind."""
+    def put(self, key: str, **arrays: np.ndarray) -> None:
+        """Store atomically: a crash never leaves a half-written entry behind."""
         folder = self.folder / key[:2]
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as handle:
-            np.save(handle, array)
-        publish(handle.name, folder / f"{key}.npy")
+            np.savez(handle, **arrays)
+        publish(handle.name, folder / f"{key}.npz")

@@ -48,3 +48,51 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
         f"min_samples_leaf={run.min_samples_leaf} test accuracy={run.metrics['accuracy']:.4f} "
         f"UAR={run.metrics['uar']:.4f} -> {run.out_dir}"
     )
+
+
+@main.command()
+@_data_option
+@_out_option
+@_cache_option
+@click.option(
+    "--backbone",
+    default="facebook/wav2vec2-base",
+    show_default=True,
+    help="Hugging Face id or local folder of a speech encoder (wav2vec2/HuBERT/WavLM/Whisper).",
+)
+@click.option(
+    "--head", type=click.Choice(["pooled", "reference"]), default="pooled", show_default=True
+)
+@click.option(
+    "--layers",
+    type=click.Choice(["weighted", "last"]),
+    default="weighted",
+    show_default=True,
+    help="Learned softmax-weighted sum of all layers, or the last layer.",
+)
+@click.option("--window", "window_s", default=4.0, show_default=True, help="Window in seconds.")
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", "learning_rate", default=1e-3, show_default=True)
+@click.option("--views", default=4, show_default=True, help="Cached training views per clip.")
+@click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--whisper-pad-30s/--no-whisper-pad-30s",
+    default=False,
+    show_default=True,
+    help="Pad windows to Whisper's 30 s context (slower; see README).",
+)
+@one_line_errors
+def neural(data: Path, out: Path, cache_dir: Path | None, **options: object) -> None:
+    """A frozen speech encoder with a trained classification head."""
+    from ser.training.neural import NeuralConfig, train_neural
+
+    config = NeuralConfig(**options)
+    run = train_neural(load_corpus(data), out, cache_dir or default_cache_dir(), config)
+    parts = [
+        f"{split} accuracy={scores['accuracy']:.4f} UAR={scores['uar']:.4f}"
+        for split, scores in run.metrics.items()
+        if split in ("validation", "test")
+    ]
+    click.echo(f"{'; '.join(parts)}; best epoch {run.metrics['best_epoch']} -> {run.out_dir}")

@@ -52,11 +52,11 @@ def extract_egemaps(
         clips, desc="eGeMAPS features", unit="clip", disable=None if progress else True
     ):
         key = file_key(clip.path, extractor.feature_set, extractor.version, SAMPLE_RATE)
-        features = cache.get(key)
-        if features is None:
-            features = extractor.extract(load_audio(clip.path))
-            cache.put(key, features)
-        rows.append(features)
+        stored = cache.get(key)
+        if stored is None:
+            stored = {"features": extractor.extract(load_audio(clip.path))}
+            cache.put(key, **stored)
+        rows.append(stored["features"])
     return np.stack(rows).astype(np.float32)
 
 

@@ -1,0 +1,207 @@
+"""Frozen speech encoders behind one interface: raw 16 kHz audio in, every layer's states out.
+
+Two families:
+
+- wav2vec2-style raw-waveform encoders (wav2vec2, HuBERT, WavLM, data2vec-audio): the waveform
+  is normalised per window as the model's feature extractor says (``do_normalize``);
+- the Whisper encoder: an 80-bin log-mel frontend computed in torch (so it exports to ONNX with
+  the rest), fed the window as it is rather than padded to Whisper's 30 s (``whisper_pad_30s``
+  keeps the padded variant for comparison).
+
+Every backbone returns hidden states ``[batch, layers, frames, hidden]`` (the input embeddings
+first, then each transformer layer), and says how many samples one output frame covers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ser.audio import SAMPLE_RATE
+from ser.errors import ModelError
+
+WAVEFORM_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer")
+WHISPER_TYPES = ("whisper",)
+DEFAULT_BACKBONE = "facebook/wav2vec2-base"
+
+
+class SpeechEncoder(nn.Module):
+    """A frozen encoder. ``forward(audio [batch, samples]) -> [batch, layers, frames, hidden]``."""
+
+    family: str
+    name_or_path: str
+    hidden_size: int
+    num_layers: int
+    samples_per_frame: int
+
+    def num_frames(self, samples: int) -> int:
+        raise NotImplementedError
+
+    def freeze(self) -> SpeechEncoder:
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        return self.eval()
+
+    def source(self) -> str:
+        """The id or path to record in checkpoints (a local folder becomes absolute)."""
+        path = Path(self.name_or_path)
+        return str(path.resolve()) if path.exists() else self.name_or_path
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "backbone": self.source(),
+            "family": self.family,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "samples_per_frame": self.samples_per_frame,
+        }
+
+
+class WaveformEncoder(SpeechEncoder):
+    """wav2vec2, HuBERT, WavLM, data2vec-audio: the model eats the normalised waveform."""
+
+    family = "waveform"
+
+    def __init__(self, model: nn.Module, name_or_path: str, do_normalize: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.name_or_path = name_or_path
+        self.do_normalize = do_normalize
+        config = model.config
+        self.hidden_size = config.hidden_size
+        self.num_layers = config.num_hidden_layers + 1
+        self.samples_per_frame = math.prod(config.conv_stride)
+
+    def num_frames(self, samples: int) -> int:
+        lengths = self.model._get_feat_extract_output_lengths(torch.tensor([samples]))
+        return int(lengths[0])
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        if self.do_normalize:  # as Wav2Vec2FeatureExtractor: zero mean, unit variance per input
+            mean = audio.mean(dim=1, keepdim=True)
+            var = audio.var(dim=1, keepdim=True, unbiased=False)
+            audio = (audio - mean) / torch.sqrt(var + 1e-7)
+        outputs = self.model(audio, output_hidden_states=True)
+        return torch.stack(outputs.hidden_states, dim=1)
+
+
+class LogMel(nn.Module):
+    """Whisper's log-mel spectrogram (n_fft 400, hop 160, 80 bins) with the STFT as a convolution.
+
+    A fixed-kernel ``conv1d`` gives the same numbers as ``torch.stft`` and exports to any ONNX
+    opset and runtime; the mel filters come from the checkpoint's feature extractor.
+    """
+
+    def __init__(self, mel_filters: np.ndarray, n_fft: int = 400, hop: int = 160) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+        freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+        angle = 2 * math.pi * freqs * torch.arange(n_fft, dtype=torch.float64)[None, :] / n_fft
+        kernel = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window])
+        self.register_buffer("dft", kernel[:, None, :].float(), persistent=False)
+        filters = torch.as_tensor(np.asarray(mel_filters), dtype=torch.float32)  # [freqs, mels]
+        self.register_buffer("mel", filters.T.contiguous(), persistent=False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        padded = nn.functional.pad(audio[:, None, :], (self.n_fft // 2, self.n_fft // 2), "reflect")
+        spectrum = nn.functional.conv1d(padded, self.dft, stride=self.hop)
+        real, imag = spectrum.chunk(2, dim=1)
+        power = (real**2 + imag**2)[:, :, :-1]  # Whisper drops the last frame
+        log_spec = torch.clamp(self.mel @ power, min=1e-10).log10()
+        peak = log_spec.amax(dim=(1, 2), keepdim=True)
+        return (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
+
+
+class WhisperEncoderBackbone(SpeechEncoder):
+    """The encoder of a Whisper checkpoint over a short window, without the 30 s padding."""
+
+    family = "whisper"
+
+    def __init__(
+        self, encoder: nn.Module, mel_filters: np.ndarray, name_or_path: str, pad_30s: bool = False
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.frontend = LogMel(mel_filters)
+        self.name_or_path = name_or_path
+        self.pad_30s = pad_30s
+        self.hidden_size = encoder.config.d_model
+        self.num_layers = encoder.config.encoder_layers + 1
+        self.samples_per_frame = self.frontend.hop * 2
+        self.max_samples = encoder.config.max_source_positions * self.samples_per_frame
+
+    def num_frames(self, samples: int) -> int:
+        return (samples // self.frontend.hop - 1) // 2 + 1
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = self.num_frames(audio.shape[1])
+        if audio.shape[1] > self.max_samples:
+            raise ModelError(f"Whisper windows are at most {self.max_samples / SAMPLE_RATE:.0f} s")
+        if self.pad_30s:
+            audio = nn.functional.pad(audio, (0, self.max_samples - audio.shape[1]))
+        encoder = self.encoder
+        hidden = nn.functional.gelu(encoder.conv1(self.frontend(audio)))
+        hidden = nn.functional.gelu(encoder.conv2(hidden)).permute(0, 2, 1)
+        hidden = hidden + encoder.embed_positions.weight[: hidden.shape[1]]
+        states = [hidden]
+        for layer in encoder.layers:
+            hidden = layer(hidden, None)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            states.append(hidden)
+        states[-1] = encoder.layer_norm(states[-1])
+        return torch.stack(states, dim=1)[:, :, :frames]
+
+
+def load_backbone(name_or_path: str, *, whisper_pad_30s: bool = False) -> SpeechEncoder:
+    """Load a pretrained speech encoder (a hub id or a local folder) and freeze it.
+
+    Raises:
+        ModelError: when ``name_or_path`` cannot be loaded or is not a supported speech encoder.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError, json.JSONDecodeError) as error:
+        reason = " ".join(str(error).split())[:300]
+        raise ModelError(f"{name_or_path}: cannot load a model configuration ({reason})") from None
+    model_type = getattr(config, "model_type", "")
+    if model_type in WHISPER_TYPES:
+        backbone: SpeechEncoder = _load_whisper(name_or_path, whisper_pad_30s)
+    elif model_type in WAVEFORM_TYPES:
+        backbone = _load_waveform(name_or_path)
+    else:
+        supported = ", ".join((*WAVEFORM_TYPES, *WHISPER_TYPES))
+        raise ModelError(
+            f"{name_or_path}: a {model_type or 'unknown'} model is not a speech encoder "
+            f"(supported: {supported})"
+        )
+    return backbone.freeze()
+
+
+def _load_waveform(name_or_path: str) -> WaveformEncoder:
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    model = AutoModel.from_pretrained(name_or_path, dtype=torch.float32)
+    try:
+        do_normalize = bool(AutoFeatureExtractor.from_pretrained(name_or_path).do_normalize)
+    except (OSError, ValueError, AttributeError):
+        do_normalize = True  # wav2vec2-base and most fine-tuned checkpoints normalise
+    return WaveformEncoder(model, name_or_path, do_normalize)
+
+
+def _load_whisper(name_or_path: str, pad_30s: bool) -> WhisperEncoderBackbone:
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    model = WhisperModel.from_pretrained(name_or_path, dtype=torch.float32)
+    try:
+        extractor = WhisperFeatureExtractor.from_pretrained(name_or_path)
+    except (OSError, ValueError):
+        extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
+    return WhisperEncoderBackbone(model.encoder, extractor.mel_filters, name_or_path, pad_30s)

@@ -1,0 +1,147 @@
+"""Classification heads over frozen encoder states ``[batch, layers, frames, hidden]``.
+
+- ``reference``: the reference study's head. The frames of a fixed window are the *channels* of a
+  pointwise ``Conv1d(frames, 256, 1)``, so it only works for that window length.
+- ``pooled``: length-agnostic. Pointwise convolutions per frame, then mean and standard
+  deviation over the valid frames (padding excluded), then a small MLP.
+
+Both start by standardising the states with training statistics, then mix the layers: the last
+layer alone, or a learned softmax-weighted sum of all layers (Pepino et al. 2021).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+HEADS = ("pooled", "reference")
+LAYER_MODES = ("weighted", "last")
+
+
+class Standardize(nn.Module):
+    """Per layer and channel standardisation with statistics of the training states.
+
+    Encoders differ wildly in the scale of their states, and in some the emotion lives in small
+    offsets on large shared components; standardising first lets one recipe fit them all. The
+    statistics are buffers: saved with the head and exported with it.
+    """
+
+    def __init__(self, num_layers: int, hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_layers, 1, hidden))
+        self.register_buffer("scale", torch.ones(num_layers, 1, hidden))
+
+    @torch.no_grad()
+    def fit(self, states: torch.Tensor) -> None:
+        """Fit to training states ``[n, layers, frames, hidden]``."""
+        flat = states.float().transpose(0, 1).reshape(states.shape[1], -1, states.shape[-1])
+        self.mean.copy_(flat.mean(dim=1, keepdim=True))
+        self.scale.copy_(flat.std(dim=1, keepdim=True).clamp(min=1e-5))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return (states - self.mean) / self.scale
+
+
+class LayerMix(nn.Module):
+    """``[batch, layers, frames, hidden] -> [batch, frames, hidden]``."""
+
+    def __init__(self, num_layers: int, mode: str) -> None:
+        super().__init__()
+        if mode not in LAYER_MODES:
+            raise ValueError(f"unknown layer mode {mode!r}; expected {', '.join(LAYER_MODES)}")
+        self.mode = mode
+        self.weights = nn.Parameter(torch.zeros(num_layers)) if mode == "weighted" else None
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        if self.weights is None:
+            return states[:, -1]
+        return torch.einsum("blth,l->bth", states, torch.softmax(self.weights, dim=0))
+
+
+class ReferenceHead(nn.Module):
+    """Frames as channels: Conv1d(frames, 256, 1), Conv1d(256, 1, 1), then a 2-layer MLP."""
+
+    def __init__(
+        self, num_layers: int, frames: int, hidden: int, classes: int, layers: str = "weighted"
+    ) -> None:
+        super().__init__()
+        self.frames = frames
+        self.standardize = Standardize(num_layers, hidden)
+        self.mix = LayerMix(num_layers, layers)
+        self.frame_conv = nn.Sequential(
+            nn.Conv1d(frames, 256, 1), nn.ReLU(), nn.Dropout(0.5), nn.Conv1d(256, 1, 1)
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(hidden, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, classes)
+        )
+
+    def forward(self, states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        del valid  # the frame count is fixed: padding is part of the window
+        mixed = self.mix(self.standardize(states))  # [batch, frames, hidden]: frames as channels
+        return self.classifier(self.frame_conv(mixed).squeeze(1))
+
+
+class PooledHead(nn.Module):
+    """Pointwise convolutions, mean+std pooling over valid frames, MLP: any number of frames."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        hidden: int,
+        classes: int,
+        layers: str = "weighted",
+        width: int = 256,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.standardize = Standardize(num_layers, hidden)
+        self.mix = LayerMix(num_layers, layers)
+        self.norm = nn.LayerNorm(hidden)
+        self.frame_net = nn.Sequential(
+            nn.Conv1d(hidden, width, 1),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Conv1d(width, width, 1),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(2 * width, width), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(width, classes),
+        )  # fmt: skip
+
+    def forward(self, states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        states = self.standardize(states)
+        frames = self.frame_net(self.norm(self.mix(states)).transpose(1, 2))  # [b, width, t]
+        if valid is None:
+            valid = torch.ones(frames.shape[0], frames.shape[2], dtype=torch.bool)
+        weights = valid.to(frames.dtype)[:, None, :]
+        count = weights.sum(dim=2).clamp(min=1.0)
+        mean = (frames * weights).sum(dim=2) / count
+        var = (((frames - mean[:, :, None]) ** 2) * weights).sum(dim=2) / count
+        return self.classifier(torch.cat([mean, torch.sqrt(var + 1e-6)], dim=1))
+
+
+def build_head(
+    kind: str, *, num_layers: int, frames: int, hidden: int, classes: int, layers: str
+) -> nn.Module:
+    if kind == "reference":
+        return ReferenceHead(num_layers, frames, hidden, classes, layers)
+    if kind == "pooled":
+        return PooledHead(num_layers, hidden, classes, layers)
+    raise ValueError(f"unknown head {kind!r}; expected {', '.join(HEADS)}")
+
+
+def valid_frames(audio: torch.Tensor, samples_per_frame: int, frames: int) -> torch.Tensor:
+    """``[batch, frames]``: True where a frame covers any non-zero sample (not zero padding).
+
+    Computed from the waveform alone, so the exported graph needs no length input; a window that
+    is all zeros keeps every frame.
+    """
+    batch, samples = audio.shape
+    usable = (samples // samples_per_frame) * samples_per_frame
+    nonzero = (audio[:, :usable] != 0).reshape(batch, -1, samples_per_frame).any(dim=2)
+    if nonzero.shape[1] < frames:
+        tail = (audio[:, usable:] != 0).any(dim=1, keepdim=True)
+        nonzero = torch.cat([nonzero, tail.expand(batch, frames - nonzero.shape[1])], dim=1)
+    nonzero = nonzero[:, :frames]
+    return nonzero | ~nonzero.any(dim=1, keepdim=True)

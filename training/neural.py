@@ -1,0 +1,268 @@
+"""Train a classification head on a frozen speech encoder (``ser-train neural``).
+
+The recipe: 4 s windows (random crops in training, centred and zero-padded in evaluation),
+noise and time-stretch augmentation, class-balanced sampling with replacement (an epoch draws
+1.5 x the largest class count x the number of classes), AdamW, and the epoch with the best
+validation accuracy kept. The encoder runs once per clip and view; the head trains on the cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from torch import nn
+from tqdm import tqdm
+
+from ser.audio import SAMPLE_RATE
+from ser.corpus import Clip, check_splits, manifest_hash, select
+from ser.labels import LABELS
+from ser.training.augment import Augmentation
+from ser.training.backbones import DEFAULT_BACKBONE, SpeechEncoder, load_backbone
+from ser.training.cache import ArrayCache
+from ser.training.checkpoint import save_checkpoint
+from ser.training.checks import check_readable
+from ser.training.encoding import EncodedClips, encode_clips
+from ser.training.heads import build_head
+from ser.training.metrics import classification_metrics
+from ser.training.plots import plot_confusion_matrix, plot_training_curves
+
+
+@dataclass(frozen=True)
+class NeuralConfig:
+    backbone: str = DEFAULT_BACKBONE
+    head: str = "pooled"
+    layers: str = "weighted"
+    window_s: float = 4.0
+    views: int = 4
+    augment: bool = True
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    seed: int = 0
+    view_seed: int = 0
+    whisper_pad_30s: bool = False
+
+
+@dataclass(frozen=True)
+class NeuralRun:
+    out_dir: Path
+    metrics: dict
+    history: dict
+
+
+@dataclass(frozen=True)
+class EncodedCorpus:
+    """A corpus run through the frozen encoder: what head training needs, nothing more."""
+
+    backbone: SpeechEncoder
+    window: int
+    train: EncodedClips
+    validation: EncodedClips
+    test: EncodedClips | None
+    manifest_hash: str
+    encode_s: float
+
+
+def encode_corpus(
+    clips: Sequence[Clip],
+    cache_dir: Path,
+    config: NeuralConfig,
+    backbone: SpeechEncoder | None = None,
+) -> EncodedCorpus:
+    """Check the corpus, load the backbone, and encode every split (from the cache if present).
+
+    Raises:
+        CorpusError, ModelError: before any encoding, for a bad corpus or backbone.
+    """
+    check_splits(clips, ("train", "validation"), LABELS)
+    check_readable(clips)
+    backbone = backbone or load_backbone(config.backbone, whisper_pad_30s=config.whisper_pad_30s)
+    window = round(config.window_s * SAMPLE_RATE)
+    cache = ArrayCache(cache_dir, "encoder-states")
+    shared = dict(backbone=backbone, cache=cache, window=window, labels=LABELS)
+    started = time.perf_counter()
+    train = encode_clips(
+        select(clips, "train"), views=config.views, seed=config.view_seed, train=True,
+        augmentation=Augmentation() if config.augment else None, desc="encoding train", **shared,
+    )  # fmt: skip
+    validation = encode_clips(select(clips, "validation"), desc="encoding validation", **shared)
+    test_clips = select(clips, "test")
+    test = encode_clips(test_clips, desc="encoding test", **shared) if test_clips else None
+    elapsed = time.perf_counter() - started
+    return EncodedCorpus(backbone, window, train, validation, test, manifest_hash(clips), elapsed)
+
+
+def train_neural(
+    clips: Sequence[Clip],
+    out_dir: Path,
+    cache_dir: Path,
+    config: NeuralConfig,
+    *,
+    backbone: SpeechEncoder | None = None,
+) -> NeuralRun:
+    """Encode, train, select the best epoch on validation, evaluate, write the checkpoint."""
+    return train_head(encode_corpus(clips, cache_dir, config, backbone), out_dir, config)
+
+
+def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> NeuralRun:
+    """Train a head on an encoded corpus and write the checkpoint folder ``out_dir``."""
+    backbone, labels = corpus.backbone, LABELS
+    torch.manual_seed(config.seed)
+    frames = backbone.num_frames(corpus.window)
+    head = build_head(
+        config.head, num_layers=backbone.num_layers, frames=frames,
+        hidden=backbone.hidden_size, classes=len(labels), layers=config.layers,
+    )  # fmt: skip
+    head.standardize.fit(corpus.train.states[:: max(1, len(corpus.train) // 256), 0])
+    head, history, epoch_s = _fit(head, corpus.train, corpus.validation, config)
+    metrics = {"validation": _evaluate(head, corpus.validation, labels)}
+    if corpus.test is not None:
+        metrics["test"] = _evaluate(head, corpus.test, labels)
+    metrics["timing"] = _timing(backbone, corpus, epoch_s)
+    metrics["best_epoch"] = int(np.argmax(history["validation_accuracy"])) + 1
+
+    run_config = {
+        "model": "neural",
+        **asdict(config),
+        **backbone.describe(),
+        "window": corpus.window,
+        "frames": frames,
+        "labels": list(labels),
+        "sample_rate": SAMPLE_RATE,
+        "manifest_hash": corpus.manifest_hash,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
+    save_checkpoint(out_dir, head, run_config)
+    _write_reports(out_dir, metrics, history, config)
+    return NeuralRun(out_dir, metrics, history)
+
+
+def epoch_draws(targets: torch.Tensor, classes: int) -> int:
+    """Samples per epoch: 1.5 x the largest class count x the number of classes."""
+    return int(1.5 * np.bincount(targets.numpy(), minlength=classes).max() * classes)
+
+
+def balanced_indices(targets: torch.Tensor, classes: int, rng: np.random.Generator) -> np.ndarray:
+    """An epoch of clip indices, drawn with replacement so that every class is equally likely."""
+    targets_np = targets.numpy()
+    weights = 1.0 / np.bincount(targets_np, minlength=classes)[targets_np]
+    draws = epoch_draws(targets, classes)
+    return rng.choice(targets_np.size, size=draws, replace=True, p=weights / weights.sum())
+
+
+def _fit(
+    head: nn.Module, train: EncodedClips, val: EncodedClips, config: NeuralConfig
+) -> tuple[nn.Module, dict[str, list[float]], float]:
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    classes = int(train.targets.max()) + 1
+    steps = config.epochs * -(-epoch_draws(train.targets, classes) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=steps, pct_start=0.1
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    history: dict[str, list[float]] = {
+        key: []
+        for key in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+    }
+    best_state, best_key = None, (-1.0, 0.0)
+    epoch_times = []
+    for _ in tqdm(range(config.epochs), desc="training head", unit="epoch", disable=None):
+        started = time.perf_counter()
+        head.train()
+        order = balanced_indices(train.targets, classes, rng)
+        views = rng.integers(0, train.states.shape[1], size=order.size)
+        total_loss, correct = 0.0, 0
+        for start in range(0, order.size, config.batch_size):
+            rows, cols = (
+                order[start : start + config.batch_size],
+                views[start : start + config.batch_size],
+            )
+            states = train.states[rows, cols].float()
+            targets = train.targets[rows]
+            logits = head(states, train.valid[rows, cols])
+            loss = loss_fn(logits, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * rows.size
+            correct += int((logits.argmax(1) == targets).sum())
+        epoch_times.append(time.perf_counter() - started)
+        history["train_loss"].append(total_loss / order.size)
+        history["train_accuracy"].append(correct / order.size)
+        val_logits = _logits(head, val)
+        val_loss = float(loss_fn(val_logits, val.targets))
+        val_acc = float((val_logits.argmax(1) == val.targets).float().mean())
+        history["validation_loss"].append(val_loss)
+        history["validation_accuracy"].append(val_acc)
+        if (val_acc, -val_loss) > best_key:
+            best_key, best_state = (val_acc, -val_loss), copy.deepcopy(head.state_dict())
+    head.load_state_dict(best_state)
+    return head.eval(), history, float(np.mean(epoch_times))
+
+
+def _logits(head: nn.Module, data: EncodedClips, batch_size: int = 64) -> torch.Tensor:
+    head.eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            part = slice(start, start + batch_size)
+            outputs.append(head(data.states[part, 0].float(), data.valid[part, 0]))
+    return torch.cat(outputs)
+
+
+def _evaluate(head: nn.Module, data: EncodedClips, labels: Sequence[str]) -> dict:
+    predicted = _logits(head, data).argmax(1).numpy()
+    return classification_metrics(data.targets.numpy(), predicted, labels)
+
+
+def _timing(backbone: SpeechEncoder, corpus: EncodedCorpus, epoch_s: float) -> dict[str, float]:
+    """Measured costs, and what running the encoder in every epoch would have cost instead."""
+    probe = torch.zeros(8, corpus.window)
+    probe[:, ::7] = 0.1
+    with torch.inference_mode():
+        backbone(probe)  # warm-up
+        started = time.perf_counter()
+        backbone(probe)
+    per_window = (time.perf_counter() - started) / 8
+    targets = corpus.train.targets
+    draws = epoch_draws(targets, int(targets.max()) + 1)
+    uncached_epoch = epoch_s + draws * per_window
+    return {
+        "encode_s": round(corpus.encode_s, 2),
+        "encoder_s_per_window": round(per_window, 5),
+        "head_epoch_s": round(epoch_s, 3),
+        "uncached_epoch_s_estimate": round(uncached_epoch, 2),
+        "epoch_speedup": round(uncached_epoch / max(epoch_s, 1e-9), 1),
+        "samples_per_epoch": draws,
+    }
+
+
+def _write_reports(out_dir: Path, metrics: dict, history: dict, config: NeuralConfig) -> None:
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+    title = f"{Path(config.backbone).name} + {config.head} head"
+    plot_training_curves(history, out_dir / "training_curves.png", title)
+    split = "test" if "test" in metrics else "validation"
+    plot_confusion_matrix(
+        metrics[split]["confusion_matrix"], LABELS, out_dir / "confusion_matrix.png",
+        f"{title}: {split} accuracy {metrics[split]['accuracy']:.3f}",
+    )  # fmt: skip
