@@ -39,6 +39,19 @@ def main() -> None:
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
 @click.option("--hop", type=click.FloatRange(min=0.01), default=None, help="Window hop in seconds.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Model inputs (windows) per inference call, gathered across files.",
+)
+@click.option(
+    "--segments",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write one row per window (path, start_s, end_s, label, confidence, p_*).",
+)
 @one_line_errors
 def score(
     inputs: tuple[Path, ...],
@@ -47,36 +60,48 @@ def score(
     device: str,
     threads: int | None,
     hop: float | None,
+    batch_size: int,
+    segments: Path | None,
 ) -> None:
     """Score audio files and folders (recursively) into a CSV report, one row per file."""
     from ser.batch.discovery import discover
     from ser.batch.frontends import frontend_for
-    from ser.batch.report import CsvReport, report_columns, report_row
-    from ser.batch.scoring import FileScore, score_file
+    from ser.batch.report import (
+        CsvReport,
+        report_columns,
+        report_row,
+        segment_columns,
+        segment_rows,
+    )
+    from ser.batch.scoring import prepare_file, score_prepared
     from ser.batch.session import ScoringModel
 
     scorer = ScoringModel(model, device=device, threads=threads)
     frontend = frontend_for(scorer.metadata, hop_s=hop)
-    labels = scorer.labels
-    report = CsvReport(output, report_columns(labels))
-    started, failed, audio_s, total = time.monotonic(), 0, 0.0, 0
+    labels, rate = scorer.labels, scorer.metadata.sample_rate
+    found = list(discover(inputs))
+    reports = [CsvReport(output, report_columns(labels))]
+    if segments is not None:
+        reports.append(CsvReport(str(segments), segment_columns(labels)))
+    started, failed, audio_s = time.monotonic(), 0, 0.0
     try:
-        for found in tqdm(list(discover(inputs)), desc="scoring", unit="file", disable=None):
-            if found.error:
-                result = FileScore(found.path, error=found.error)
-            else:
-                result = score_file(found.path, scorer, frontend)
-            report.write(report_row(result, labels, scorer.name))
-            total += 1
+        prepared = (prepare_file(item, frontend, rate) for item in found)
+        results = score_prepared(prepared, scorer, batch_size)
+        for result in tqdm(results, total=len(found), desc="scoring", unit="file", disable=None):
+            reports[0].write(report_row(result, labels, scorer.name))
+            for row in segment_rows(result, labels) if segments is not None else ():
+                reports[1].write(row)
             failed += not result.ok
             audio_s += result.duration_s or 0.0
-        report.commit()
+        for report in reports:
+            report.commit()
     except BaseException:
-        report.abort()
+        for report in reports:
+            report.abort()
         raise
     wall = time.monotonic() - started
     click.echo(
-        f"{total - failed} ok, {failed} failed, {audio_s / 3600:.2f} h audio in {wall:.1f} s "
+        f"{len(found) - failed} ok, {failed} failed, {audio_s / 3600:.2f} h audio in {wall:.1f} s "
         f"({audio_s / max(wall, 1e-9):.1f}x real time) -> {output}",
         err=True,
     )

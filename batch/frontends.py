@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ser.audio import split_windows
+from ser.audio import center_window, split_windows
 from ser.errors import ModelError
 from ser.features import EgemapsExtractor
 from ser.metadata import ModelMetadata
@@ -58,6 +58,9 @@ class WaveformFrontend:
         self.hop = max(1, round(hop_s * metadata.sample_rate))
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:
+        if signal.size < self.window:  # centred in zero padding, as in training's evaluation
+            row = center_window(signal, self.window)[None, :]
+            return ModelInputs(row, np.zeros(1, np.int64), np.array([signal.size]))
         windows, starts = split_windows(signal, self.window, self.hop)
         ends = np.minimum(starts + self.window, signal.size)
         return ModelInputs(windows, starts, ends)

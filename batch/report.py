@@ -29,6 +29,10 @@ def report_columns(labels: Sequence[str]) -> list[str]:
     ]
 
 
+def segment_columns(labels: Sequence[str]) -> list[str]:
+    return ["path", "start_s", "end_s", "label", "confidence", *(f"p_{label}" for label in labels)]
+
+
 def report_row(score: FileScore, labels: Sequence[str], model_name: str) -> dict[str, str]:
     """One report row; failed files keep their path and carry the reason in ``error``."""
     row = dict.fromkeys(report_columns(labels), "")
@@ -36,11 +40,31 @@ def report_row(score: FileScore, labels: Sequence[str], model_name: str) -> dict
     if score.duration_s is not None:
         row["duration_s"] = f"{score.duration_s:.3f}"
     if score.probs is not None:
-        best = int(score.probs.argmax())
-        row.update(label=labels[best], confidence=f"{score.probs[best]:.4f}")
-        row.update({f"p_{label}": f"{p:.4f}" for label, p in zip(labels, score.probs, strict=True)})
+        row.update(_probability_cells(score.probs, labels))
     row["error"] = score.error
     return row
+
+
+def segment_rows(score: FileScore, labels: Sequence[str]) -> list[dict[str, str]]:
+    """One row per window of a scored file."""
+    return [
+        {
+            "path": str(score.path),
+            "start_s": f"{segment.start_s:.3f}",
+            "end_s": f"{segment.end_s:.3f}",
+            **_probability_cells(segment.probs, labels),
+        }
+        for segment in score.segments
+    ]
+
+
+def _probability_cells(probs, labels: Sequence[str]) -> dict[str, str]:
+    best = int(probs.argmax())
+    return {
+        "label": labels[best],
+        "confidence": f"{probs[best]:.4f}",
+        **{f"p_{label}": f"{p:.4f}" for label, p in zip(labels, probs, strict=True)},
+    }
 
 
 def neutralise(cell: str) -> str:

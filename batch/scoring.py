@@ -1,14 +1,20 @@
-"""Scoring one file: decode, build inputs, predict; a failure becomes a result, not a crash."""
+"""Scoring files: decode, build model inputs, predict in batches that span files.
+
+A file that cannot be decoded or featurised becomes a :class:`FileScore` with ``error`` set, in
+its place in the output order; it never stops the run.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ser.audio import load_audio
-from ser.batch.frontends import Frontend
+from ser.batch.discovery import Found
+from ser.batch.frontends import Frontend, ModelInputs
 from ser.batch.session import ScoringModel
 from ser.errors import SerError
 
@@ -24,7 +30,11 @@ class Segment:
 
 @dataclass(frozen=True)
 class FileScore:
-    """A file's outcome: probabilities (mean over its windows) or the reason it failed."""
+    """A file's outcome or the reason it failed.
+
+    ``probs`` is the mean over the file's windows, each weighted by the audio it covers, so a
+    short zero-padded tail counts for what it holds.
+    """
 
     path: Path
     duration_s: float | None = None
@@ -37,22 +47,84 @@ class FileScore:
         return not self.error
 
 
-def score_file(path: Path, model: ScoringModel, frontend: Frontend) -> FileScore:
-    """Score ``path``; any decoding or model failure is returned as ``FileScore.error``."""
-    rate = model.metadata.sample_rate
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded file's model inputs, or the reason it has none."""
+
+    path: Path
+    samples: int = 0
+    inputs: ModelInputs | None = None
+    error: str = ""
+
+
+def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared:
+    """Decode and featurise one file; every failure is caught and described in one line."""
+    if found.error:
+        return Prepared(found.path, error=found.error)
     try:
-        signal = load_audio(path, rate)
-        inputs = frontend.inputs(signal)
-        probs = model.predict(inputs.rows)
+        signal = load_audio(found.path, sample_rate)
+        return Prepared(found.path, signal.size, frontend.inputs(signal))
     except SerError as error:
-        return FileScore(path, error=_without_path(str(error), path))
+        return Prepared(found.path, error=_without_path(str(error), found.path))
     except Exception as error:  # a broken file must never stop the run
-        return FileScore(path, error=f"{type(error).__name__}: {' '.join(str(error).split())}")
-    segments = [
-        Segment(float(start) / rate, float(end) / rate, row)
-        for start, end, row in zip(inputs.starts, inputs.ends, probs, strict=True)
-    ]
-    return FileScore(path, signal.size / rate, probs.mean(axis=0), segments)
+        return Prepared(found.path, error=f"{type(error).__name__}: {' '.join(str(error).split())}")
+
+
+def score_prepared(
+    prepared: Iterable[Prepared], model: ScoringModel, batch_size: int = 16
+) -> Iterator[FileScore]:
+    """Run the model over prepared files, batching rows across files; results keep input order."""
+    pending: list[Prepared] = []
+    rows = 0
+    for item in prepared:
+        pending.append(item)
+        rows += len(item.inputs.rows) if item.inputs is not None else 0
+        if rows >= batch_size:
+            yield from _flush(pending, model, batch_size)
+            pending, rows = [], 0
+    yield from _flush(pending, model, batch_size)
+
+
+def score_file(path: Path, model: ScoringModel, frontend: Frontend) -> FileScore:
+    """Score one file (the single-file form of :func:`score_prepared`)."""
+    prepared = prepare_file(Found(path), frontend, model.metadata.sample_rate)
+    return next(score_prepared([prepared], model))
+
+
+def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Iterator[FileScore]:
+    ready = [item for item in pending if item.inputs is not None]
+    probs = iter(())
+    if ready:
+        stacked = np.concatenate([item.inputs.rows for item in ready])
+        try:
+            probs = iter(
+                np.concatenate(
+                    [
+                        model.predict(stacked[start : start + batch_size])
+                        for start in range(0, len(stacked), batch_size)
+                    ]
+                )
+            )
+        except Exception as error:  # a model failure on this batch fails its files, not the run
+            reason = f"model failed: {' '.join(str(error).split())[:300]}"
+            pending = [
+                Prepared(i.path, error=reason) if i.inputs is not None else i for i in pending
+            ]
+    rate = model.metadata.sample_rate
+    for item in pending:
+        if item.inputs is None:
+            yield FileScore(item.path, error=item.error)
+            continue
+        file_probs = np.stack([next(probs) for _ in range(len(item.inputs.rows))])
+        segments = [
+            Segment(float(start) / rate, float(end) / rate, row)
+            for start, end, row in zip(
+                item.inputs.starts, item.inputs.ends, file_probs, strict=True
+            )
+        ]
+        weights = np.maximum(item.inputs.ends - item.inputs.starts, 1).astype(np.float64)
+        mean = (file_probs * weights[:, None]).sum(axis=0) / weights.sum()
+        yield FileScore(item.path, item.samples / rate, mean.astype(np.float32), segments)
 
 
 def _without_path(message: str, path: Path) -> str:

@@ -33,3 +33,81 @@ def forest(model_dir: Path, output: Path) -> None:
 
     report = export_forest(model_dir, output)
     click.echo(f"parity ok: {report}\nwrote {output}")
+
+
+_checkpoint_option = click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder written by ser-train neural.",
+)
+_data_option = click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Corpus (RAVDESS folder or manifest): parity runs on its test clips, and --quantize "
+    "is judged on its validation clips. Without it, parity uses generated audio.",
+)
+
+
+@main.command()
+@_checkpoint_option
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The .onnx file."
+)
+@_data_option
+@click.option("--optimize", is_flag=True, help="Apply ONNX Runtime graph optimisations offline.")
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Dynamic int8 matrix multiplications; refused if validation accuracy drops > 1 point.",
+)
+@one_line_errors
+def neural(
+    checkpoint: Path, output: Path, data: Path | None, optimize: bool, quantize: str | None
+) -> None:
+    """Encoder and head as one graph: 16 kHz audio in, logits and probabilities out."""
+    from ser.export.neural import export_neural
+
+    validation = _validation_clips(data) if quantize else []
+    exported = export_neural(
+        checkpoint,
+        output,
+        parity_clips=_parity_clips(data),
+        optimize=optimize,
+        quantize=quantize == "int8",
+        validation_clips=validation,
+    )
+    size_mb = output.stat().st_size / 1e6
+    click.echo(f"parity ok: {exported.parity}\nwrote {output} ({size_mb:.1f} MB)")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_checkpoint_option
+@_data_option
+@one_line_errors
+def check(model: Path, checkpoint: Path, data: Path | None) -> None:
+    """Compare an exported MODEL.onnx with the PyTorch checkpoint it came from."""
+    from ser.export.neural import check_exported
+
+    report = check_exported(model, checkpoint, parity_clips=_parity_clips(data))
+    click.echo(f"parity ok: {report}")
+
+
+def _parity_clips(data: Path | None) -> list:
+    if data is None:
+        return []
+    from ser.corpus import load_corpus, select
+
+    clips = load_corpus(data)
+    return (select(clips, "test") or clips)[:64]
+
+
+def _validation_clips(data: Path | None) -> list:
+    if data is None:
+        return []
+    from ser.corpus import load_corpus, select
+
+    return select(load_corpus(data), "validation")

@@ -55,5 +55,5 @@ def compare_probabilities(source: np.ndarray, onnx: np.ndarray, tolerance: float
 def require_parity(report: ParityReport, what: str) -> ParityReport:
     """Raise ParityError with the figures unless ``report`` is within tolerance."""
     if not report.ok:
-        raise ParityError(f"refusing to write {what}: ONNX disagrees with the original: {report}")
+        raise ParityError(f"{what}: ONNX disagrees with the original model: {report}")
     return report

@@ -1,0 +1,272 @@
+"""A neural checkpoint to one ONNX graph: frontend, frozen encoder, layer mix and head.
+
+Input ``audio`` is float32 ``[batch, samples]`` at 16 kHz; outputs are ``logits`` and ``probs``.
+The batch axis is always dynamic; the time axis too for the ``pooled`` head (the ``reference``
+head's frame count is part of its weights, so its graph takes exactly one window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import transformers
+from torch import nn
+
+from ser.audio import center_window, load_audio
+from ser.corpus import Clip
+from ser.errors import ModelError, SerError
+from ser.export.onnx_io import attach_metadata, save_model
+from ser.export.optimize import onnx_accuracy, optimize_graph, quantize_int8
+from ser.export.parity import ParityReport, compare_probabilities, require_parity
+from ser.metadata import ModelMetadata
+from ser.training.backbones import SpeechEncoder, load_backbone
+from ser.training.checkpoint import NeuralCheckpoint, load_checkpoint
+from ser.training.heads import valid_frames
+
+NEURAL_TOLERANCE = 1e-4
+OPSET = 17
+INPUT_NAME, LOGITS_NAME, PROBS_NAME = "audio", "logits", "probs"
+
+
+class WaveformClassifier(nn.Module):
+    """Encoder and head as one module: ``audio [batch, samples] -> (logits, probs)``."""
+
+    def __init__(self, backbone: SpeechEncoder, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.backbone(audio)
+        valid = valid_frames(audio, self.backbone.samples_per_frame, states.shape[2])
+        logits = self.head(states, valid)
+        return logits, torch.softmax(logits, dim=-1)
+
+
+@dataclass(frozen=True)
+class NeuralExport:
+    """An exported graph before it is written, and the check that it passed."""
+
+    model: onnx.ModelProto
+    metadata: ModelMetadata
+    parity: ParityReport
+
+
+def build_classifier(checkpoint: NeuralCheckpoint) -> WaveformClassifier:
+    config = checkpoint.config
+    backbone = load_backbone(config["backbone"], whisper_pad_30s=config["whisper_pad_30s"])
+    return WaveformClassifier(backbone, checkpoint.head).eval()
+
+
+class QuantizationRefused(SerError):
+    """int8 costs more validation accuracy than allowed."""
+
+
+def export_neural(
+    checkpoint_dir: Path,
+    out_path: Path,
+    *,
+    parity_clips: Sequence[Clip] = (),
+    optimize: bool = False,
+    quantize: bool = False,
+    validation_clips: Sequence[Clip] = (),
+    max_accuracy_drop: float = 0.01,
+) -> NeuralExport:
+    """Trace the classifier to ONNX, check it against PyTorch, and write ``out_path``.
+
+    ``optimize`` applies ONNX Runtime's graph optimisations (checked for parity again);
+    ``quantize`` makes the matrix multiplications int8, accepted only if accuracy on
+    ``validation_clips`` drops by at most ``max_accuracy_drop``.
+
+    Raises:
+        ModelError: for a folder that is not a neural checkpoint or a backbone that cannot load.
+        ParityError: with the figures, when ONNX Runtime disagrees with PyTorch.
+        QuantizationRefused: with both accuracies, when int8 loses too much.
+    """
+    checkpoint = load_checkpoint(checkpoint_dir)
+    if quantize and not validation_clips:
+        raise ModelError("--quantize needs validation clips (--data) to judge its accuracy")
+    classifier = build_classifier(checkpoint)
+    window = checkpoint.config["window"]
+    model = trace_to_onnx(classifier, window, dynamic_length=checkpoint.config["head"] == "pooled")
+    metadata = neural_metadata(checkpoint, model)
+    attach_metadata(model, metadata)
+    inputs = parity_inputs(parity_clips, window)
+    report = require_parity(
+        check_parity(classifier, model.SerializeToString(), inputs), str(out_path)
+    )
+    if optimize:
+        model = optimize_graph(model)
+        report = require_parity(
+            check_parity(classifier, model.SerializeToString(), inputs), f"{out_path} (optimised)"
+        )
+    if quantize:
+        model = _accept_int8(model, validation_clips, window, checkpoint, max_accuracy_drop)
+    save_model(model, out_path)
+    return NeuralExport(model, metadata, report)
+
+
+def _accept_int8(
+    model: onnx.ModelProto,
+    clips: Sequence[Clip],
+    window: int,
+    checkpoint: NeuralCheckpoint,
+    max_drop: float,
+) -> onnx.ModelProto:
+    labels = list(checkpoint.config["labels"])
+    windows = parity_inputs(clips, window)
+    targets = np.array([labels.index(clip.label) for clip in clips])
+    quantized = quantize_int8(model)
+    before, after = (
+        onnx_accuracy(model, windows, targets),
+        onnx_accuracy(quantized, windows, targets),
+    )
+    if before - after > max_drop + 1e-9:
+        raise QuantizationRefused(
+            f"int8 refused: validation accuracy {after:.4f} against {before:.4f} in float32 "
+            f"({len(clips)} clips; at most {max_drop:.2f} drop allowed)"
+        )
+    props = {p.key: p.value for p in quantized.metadata_props}
+    props["quantization"] = json.dumps(
+        {
+            "int8": "dynamic MatMul",
+            "validation_accuracy_fp32": before,
+            "validation_accuracy_int8": after,
+        }
+    )
+    del quantized.metadata_props[:]
+    for key, value in props.items():
+        entry = quantized.metadata_props.add()
+        entry.key, entry.value = key, value
+    return quantized
+
+
+def check_exported(
+    model_path: Path, checkpoint_dir: Path, *, parity_clips: Sequence[Clip] = ()
+) -> ParityReport:
+    """Re-run the parity gate on an already written model (``ser-export check``).
+
+    Raises:
+        ParityError: with the figures, when the file disagrees with its checkpoint.
+    """
+    checkpoint = load_checkpoint(checkpoint_dir)
+    classifier = build_classifier(checkpoint)
+    try:
+        model_bytes = Path(model_path).read_bytes()
+    except OSError as error:
+        raise ModelError(f"{model_path}: cannot read ({error.strerror})") from None
+    inputs = parity_inputs(parity_clips, checkpoint.config["window"])
+    return require_parity(check_parity(classifier, model_bytes, inputs), str(model_path))
+
+
+def trace_to_onnx(classifier: nn.Module, window: int, *, dynamic_length: bool) -> onnx.ModelProto:
+    """The TorchScript exporter, with a dynamic batch axis (and time axis if ``dynamic_length``)."""
+    example = torch.from_numpy(np.random.default_rng(0).standard_normal((2, window)) * 0.1).float()
+    axes = {0: "batch", 1: "samples"} if dynamic_length else {0: "batch"}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            classifier,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[LOGITS_NAME, PROBS_NAME],
+            dynamic_axes={INPUT_NAME: axes, LOGITS_NAME: {0: "batch"}, PROBS_NAME: {0: "batch"}},
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(model)
+    return model
+
+
+def neural_metadata(checkpoint: NeuralCheckpoint, model: onnx.ModelProto) -> ModelMetadata:
+    config = checkpoint.config
+    metrics = _read_metrics(checkpoint.folder)
+    window_s = config["window"] / config["sample_rate"]
+    return ModelMetadata(
+        frontend="waveform",
+        labels=tuple(config["labels"]),
+        sample_rate=config["sample_rate"],
+        input_name=INPUT_NAME,
+        probs_name=PROBS_NAME,
+        window_s=window_s,
+        hop_s=window_s,
+        dynamic_length=config["head"] == "pooled",
+        extra={
+            "model": "neural",
+            "backbone": config["backbone"],
+            "family": config["family"],
+            "head": config["head"],
+            "layers": config["layers"],
+            "test_metrics": metrics,
+            "manifest_hash": config["manifest_hash"],
+            "graph_sha256": hashlib.sha256(model.graph.SerializeToString()).hexdigest()[:16],
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": ort.__version__,
+            },
+        },
+    )
+
+
+def parity_inputs(clips: Sequence[Clip], window: int, count: int = 16) -> np.ndarray:
+    """``[n, window]`` windows: real clips when given (at least ``count``), else generated audio."""
+    if clips:
+        return np.stack([center_window(load_audio(clip.path), window) for clip in clips])
+    rng = np.random.default_rng(1234)
+    t = np.arange(window) / 16_000
+    rows = []
+    for n in range(count):
+        f0, level = rng.uniform(90, 320), rng.uniform(0.02, 0.5)
+        tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6))
+        signal = level * tone * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(1, 4) * t) ** 2)
+        signal += 0.005 * rng.standard_normal(window)
+        if n % 4 == 3:  # some short clips, centred in zero padding as in evaluation
+            signal = center_window(signal[: window // 2], window)
+        rows.append(signal)
+    return np.stack(rows).astype(np.float32)
+
+
+def check_parity(
+    classifier: nn.Module, model_bytes: bytes, inputs: np.ndarray, batch_size: int = 8
+) -> ParityReport:
+    """PyTorch against ONNX Runtime (CPU) on the same windows."""
+    try:
+        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises untyped errors for files that are not ONNX
+        raise ModelError(
+            f"not a loadable ONNX model ({' '.join(str(error).split())[:200]})"
+        ) from None
+    torch_probs, onnx_probs = [], []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size]
+        with torch.inference_mode():
+            torch_probs.append(classifier(torch.from_numpy(batch))[1].numpy())
+        onnx_probs.append(session.run([PROBS_NAME], {INPUT_NAME: batch})[0])
+    return compare_probabilities(
+        np.concatenate(torch_probs), np.concatenate(onnx_probs), NEURAL_TOLERANCE
+    )
+
+
+def _read_metrics(folder: Path) -> dict:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise ModelError(f"{folder}: no metrics.json; was training interrupted?")
+    metrics = json.loads(path.read_text())
+    split = "test" if "test" in metrics else "validation"
+    return {"split": split, **{k: metrics[split][k] for k in ("n", "accuracy", "uar", "f1")}}

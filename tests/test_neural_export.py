@@ -1,0 +1,168 @@
+"""ser-export neural and scoring waveform models with ser-batch, on tiny random encoders."""
+
+import csv
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from ser.batch.cli import main as batch_main
+from ser.corpus import load_corpus, select
+from ser.errors import ModelError
+from ser.export.cli import main as export_main
+from ser.export.neural import (
+    QuantizationRefused,
+    build_classifier,
+    check_exported,
+    export_neural,
+)
+from ser.export.parity import ParityError
+from ser.metadata import ModelMetadata
+from ser.training.checkpoint import load_checkpoint
+from ser.training.neural import NeuralConfig, train_neural
+
+from synth import class_signal
+
+QUICK = NeuralConfig(window_s=1.0, views=1, epochs=2, augment=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(synthetic_manifest, tiny_whisper, tiny_wav2vec2, tmp_path_factory):
+    clips = load_corpus(synthetic_manifest)
+    cache = tmp_path_factory.mktemp("states")
+    folders = {}
+    for name, backbone in (("whisper", tiny_whisper), ("wav2vec2", tiny_wav2vec2)):
+        for head in ("pooled", "reference"):
+            out = tmp_path_factory.mktemp(f"{name}-{head}")
+            train_neural(clips, out, cache, replace(QUICK, backbone=str(backbone), head=head))
+            folders[name, head] = out
+    return folders
+
+
+@pytest.mark.parametrize("backbone", ["whisper", "wav2vec2"])
+@pytest.mark.parametrize("head", ["pooled", "reference"])
+def test_export_passes_parity_and_carries_metadata(checkpoints, tmp_path, backbone, head):
+    exported = export_neural(checkpoints[backbone, head], tmp_path / "m.onnx")
+    assert exported.parity.ok and exported.parity.n == 16
+    model = onnx.load(tmp_path / "m.onnx")
+    assert model.opset_import[0].version >= 17
+    meta = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+    assert (meta.frontend, meta.window_s, meta.sample_rate) == ("waveform", 1.0, 16_000)
+    assert meta.dynamic_length is (head == "pooled")
+    assert meta.extra_json("head") == head and meta.extra_json("test_metrics")["n"] == 24
+    assert {"backbone", "manifest_hash", "versions"} <= set(meta.extra)
+    assert [o.name for o in model.graph.output] == ["logits", "probs"]
+
+
+def test_pooled_graph_takes_any_length_and_batch(checkpoints, tmp_path):
+    export_neural(checkpoints["whisper", "pooled"], tmp_path / "m.onnx")
+    classifier = build_classifier(load_checkpoint(checkpoints["whisper", "pooled"]))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for shape in [(1, 8_000), (3, 40_000)]:
+        audio = (np.random.default_rng(0).standard_normal(shape) * 0.1).astype(np.float32)
+        (probs,) = session.run(["probs"], {"audio": audio})
+        with torch.inference_mode():
+            expected = classifier(torch.from_numpy(audio))[1].numpy()
+        np.testing.assert_allclose(probs, expected, atol=1e-4)
+
+
+def test_check_command_and_a_mismatched_checkpoint(checkpoints, tmp_path):
+    export_neural(checkpoints["whisper", "pooled"], tmp_path / "m.onnx")
+    assert check_exported(tmp_path / "m.onnx", checkpoints["whisper", "pooled"]).ok
+    result = CliRunner().invoke(
+        export_main,
+        ["check", str(tmp_path / "m.onnx"), "--checkpoint", str(checkpoints["whisper", "pooled"])],
+    )
+    assert result.exit_code == 0 and "parity ok" in result.output
+    with pytest.raises(ParityError, match="disagrees"):
+        check_exported(tmp_path / "m.onnx", checkpoints["wav2vec2", "pooled"])
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        check_exported(tmp_path / "junk.onnx", checkpoints["whisper", "pooled"])
+
+
+def test_optimize_and_quantize(checkpoints, synthetic_manifest, tmp_path):
+    folder = checkpoints["wav2vec2", "pooled"]
+    validation = select(load_corpus(synthetic_manifest), "validation")
+    plain = export_neural(folder, tmp_path / "plain.onnx")
+    optimized = export_neural(folder, tmp_path / "opt.onnx", optimize=True)
+    assert optimized.parity.ok and (tmp_path / "opt.onnx").is_file()
+    export_neural(
+        folder, tmp_path / "int8.onnx", quantize=True, validation_clips=validation,
+        max_accuracy_drop=1.0,
+    )  # fmt: skip
+    props = {p.key: p.value for p in onnx.load(tmp_path / "int8.onnx").metadata_props}
+    assert "validation_accuracy_int8" in props["quantization"]
+    assert any(n.op_type == "MatMulInteger" for n in onnx.load(tmp_path / "int8.onnx").graph.node)
+    with pytest.raises(QuantizationRefused, match=r"validation accuracy .* against .* in float32"):
+        export_neural(
+            folder, tmp_path / "refused.onnx", quantize=True, validation_clips=validation,
+            max_accuracy_drop=-1.0,
+        )  # fmt: skip
+    assert not (tmp_path / "refused.onnx").exists()
+    with pytest.raises(ModelError, match="needs validation clips"):
+        export_neural(folder, tmp_path / "x.onnx", quantize=True)
+    assert plain.metadata.extra_json("head") == "pooled"
+
+
+def _write_files(folder, lengths):
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, seconds in enumerate(lengths):
+        sf.write(folder / f"f{n}.wav", class_signal(n % 8, seconds, seed=n), 16_000)
+    (folder / "bad.wav").write_bytes(b"RIFF....")
+
+
+def test_batched_scoring_equals_one_file_at_a_time(checkpoints, tmp_path):
+    export_neural(checkpoints["whisper", "pooled"], tmp_path / "m.onnx")
+    _write_files(tmp_path / "audio", [0.3, 1.0, 2.5, 0.7, 3.2, 1.1])
+    reports = {}
+    for batch in (1, 16):
+        out = tmp_path / f"r{batch}.csv"
+        result = CliRunner().invoke(
+            batch_main,
+            ["score", str(tmp_path / "audio"), "-o", str(out), "--model", str(tmp_path / "m.onnx"),
+             "--batch-size", str(batch)],
+        )  # fmt: skip
+        assert result.exit_code == 3, result.output  # bad.wav
+        reports[batch] = list(csv.DictReader(out.open()))
+    assert len(reports[1]) == 7
+    for one, many in zip(reports[1], reports[16], strict=True):
+        assert one["path"] == many["path"] and one["status"] == many["status"]
+        for key in one:
+            if key.startswith("p_") and one[key]:
+                assert float(one[key]) == pytest.approx(float(many[key]), abs=2e-4)
+
+
+def test_segments_file_has_a_row_per_window(checkpoints, tmp_path):
+    export_neural(checkpoints["whisper", "pooled"], tmp_path / "m.onnx")
+    _write_files(tmp_path / "audio", [2.5])
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", str(tmp_path / "audio" / "f0.wav"), "-o", str(tmp_path / "r.csv"),
+         "--model", str(tmp_path / "m.onnx"), "--hop", "0.5",
+         "--segments", str(tmp_path / "s.csv")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert [(r["start_s"], r["end_s"]) for r in rows] == [
+        ("0.000", "1.000"), ("0.500", "1.500"), ("1.000", "2.000"), ("1.500", "2.500")
+    ]  # fmt: skip
+    file_row = next(csv.DictReader((tmp_path / "r.csv").open()))
+    mean = np.mean([float(r["p_calm"]) for r in rows])
+    assert float(file_row["p_calm"]) == pytest.approx(mean, abs=2e-4)
+
+
+def test_reference_head_scores_fixed_windows(checkpoints, tmp_path):
+    export_neural(checkpoints["wav2vec2", "reference"], tmp_path / "m.onnx")
+    _write_files(tmp_path / "audio", [0.4, 2.2])
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", str(tmp_path / "audio"), "-o", "-", "--model", str(tmp_path / "m.onnx")],
+    )
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [r["status"] for r in rows] == ["error", "ok", "ok"]
