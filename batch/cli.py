@@ -1,22 +1,20 @@
 """``ser-batch``: score folders of audio into a report with an exported ONNX model.
 
 Exit status: 0 every file scored; 3 some files failed (their rows say why); 2 usage, model or
-output errors (nothing scored); 1 an unexpected crash.
+output errors (nothing scored); 4 another run holds this report's lock; 1 an unexpected crash.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from ser.clitools import one_line_errors, version_option
 from ser.models import DEFAULT_MODEL
 
-EXIT_OK, EXIT_USAGE, EXIT_FILES_FAILED = 0, 2, 3
+EXIT_OK, EXIT_USAGE, EXIT_FILES_FAILED, EXIT_LOCKED = 0, 2, 3, 4
 
 
 @click.group()
@@ -26,13 +24,22 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, help="Report file (.csv), or - for standard output.")
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", required=True, help="Report file (.csv, .jsonl, .parquet), or - for stdout."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "parquet"]),
+    default=None,
+    help="Report format (default: from the output's extension, else csv).",
+)
 @click.option(
     "--model",
     default=DEFAULT_MODEL,
     show_default=True,
-    help="A shipped model's name (forest) or a path to a .onnx file exported by ser-export.",
+    help="A shipped model's name or a path to a .onnx file exported by ser-export.",
 )
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True
@@ -47,62 +54,61 @@ def main() -> None:
     help="Model inputs (windows) per inference call, gathered across files.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Threads decoding and resampling ahead of inference.",
+)
+@click.option(
     "--segments",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Also write one row per window (path, start_s, end_s, label, confidence, p_*).",
 )
+@click.option("--files-from", default=None, help="Read more input paths from a file (- stdin).")
+@click.option("--include", multiple=True, help="Glob of files to take from directories.")
+@click.option("--exclude", multiple=True, help="Glob of files or directories to skip.")
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Keep rows of unchanged files (same path, size, mtime, model); score only the rest.",
+)
+@click.option(
+    "--keep-removed",
+    is_flag=True,
+    help="With --incremental, keep rows of files that no longer exist (default: drop them).",
+)
 @one_line_errors
-def score(
-    inputs: tuple[Path, ...],
-    output: str,
-    model: str,
-    device: str,
-    threads: int | None,
-    hop: float | None,
-    batch_size: int,
-    segments: Path | None,
-) -> None:
-    """Score audio files and folders (recursively) into a CSV report, one row per file."""
-    from ser.batch.discovery import discover
-    from ser.batch.frontends import frontend_for
-    from ser.batch.report import (
-        CsvReport,
-        report_columns,
-        report_row,
-        segment_columns,
-        segment_rows,
-    )
-    from ser.batch.scoring import prepare_file, score_prepared
-    from ser.batch.session import ScoringModel
+def score(inputs: tuple[Path, ...], **options) -> None:
+    """Score audio files and folders (recursively) into a report, one row per file."""
+    from ser.batch.run import RunOptions, run_scoring
+    from ser.batch.runlock import RunLocked
 
-    scorer = ScoringModel(model, device=device, threads=threads)
-    frontend = frontend_for(scorer.metadata, hop_s=hop)
-    labels, rate = scorer.labels, scorer.metadata.sample_rate
-    found = list(discover(inputs))
-    reports = [CsvReport(output, report_columns(labels))]
-    if segments is not None:
-        reports.append(CsvReport(str(segments), segment_columns(labels)))
-    started, failed, audio_s = time.monotonic(), 0, 0.0
+    if not inputs and not options["files_from"]:
+        raise click.UsageError("give files or directories to score, or --files-from")
     try:
-        prepared = (prepare_file(item, frontend, rate) for item in found)
-        results = score_prepared(prepared, scorer, batch_size)
-        for result in tqdm(results, total=len(found), desc="scoring", unit="file", disable=None):
-            reports[0].write(report_row(result, labels, scorer.name))
-            for row in segment_rows(result, labels) if segments is not None else ():
-                reports[1].write(row)
-            failed += not result.ok
-            audio_s += result.duration_s or 0.0
-        for report in reports:
-            report.commit()
-    except BaseException:
-        for report in reports:
-            report.abort()
-        raise
-    wall = time.monotonic() - started
-    click.echo(
-        f"{len(found) - failed} ok, {failed} failed, {audio_s / 3600:.2f} h audio in {wall:.1f} s "
-        f"({audio_s / max(wall, 1e-9):.1f}x real time) -> {output}",
-        err=True,
-    )
-    sys.exit(EXIT_FILES_FAILED if failed else EXIT_OK)
+        outcome = run_scoring(list(inputs), RunOptions(**options))
+    except RunLocked as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(EXIT_LOCKED)
+    sys.exit(EXIT_FILES_FAILED if outcome.failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@one_line_errors
+def summarize(report: Path, plot: Path | None) -> None:
+    """Label distribution and confidence histogram of a report, as a table (and a picture)."""
+    from ser.batch.summary import plot_summary, summarize_report
+
+    summary = summarize_report(report)
+    click.echo(summary.table())
+    if plot is not None:
+        plot_summary(summary, plot)
+        click.echo(f"wrote {plot}")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,10 @@ its place in the output order; it never stops the run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +39,7 @@ class FileScore:
     short zero-padded tail counts for what it holds.
     """
 
-    path: Path
+    found: Found
     duration_s: float | None = None
     probs: np.ndarray | None = None
     segments: list[Segment] = field(default_factory=list)
@@ -46,12 +49,16 @@ class FileScore:
     def ok(self) -> bool:
         return not self.error
 
+    @property
+    def path(self) -> Path:
+        return self.found.path
+
 
 @dataclass(frozen=True)
 class Prepared:
     """A decoded file's model inputs, or the reason it has none."""
 
-    path: Path
+    found: Found
     samples: int = 0
     inputs: ModelInputs | None = None
     error: str = ""
@@ -60,14 +67,48 @@ class Prepared:
 def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared:
     """Decode and featurise one file; every failure is caught and described in one line."""
     if found.error:
-        return Prepared(found.path, error=found.error)
+        return Prepared(found, error=found.error)
     try:
         signal = load_audio(found.path, sample_rate)
-        return Prepared(found.path, signal.size, frontend.inputs(signal))
+        return Prepared(found, signal.size, frontend.inputs(signal))
     except SerError as error:
-        return Prepared(found.path, error=_without_path(str(error), found.path))
+        return Prepared(found, error=_without_path(str(error), found.path))
     except Exception as error:  # a broken file must never stop the run
-        return Prepared(found.path, error=f"{type(error).__name__}: {' '.join(str(error).split())}")
+        return Prepared(found, error=f"{type(error).__name__}: {' '.join(str(error).split())}")
+
+
+def prepare_all(
+    found: Iterable[Found],
+    make_frontend: Callable[[], Frontend],
+    sample_rate: int,
+    workers: int = 1,
+) -> Iterator[Prepared]:
+    """Decode and featurise files in ``workers`` threads, yielding in input order.
+
+    At most ``2 x workers`` files are in flight, so memory stays bounded however many files
+    there are; decoding, resampling and openSMILE release the GIL, so threads overlap with
+    inference in the caller. Each thread has its own frontend.
+    """
+    if workers <= 1:
+        frontend = make_frontend()
+        for item in found:
+            yield prepare_file(item, frontend, sample_rate)
+        return
+    local = threading.local()
+
+    def work(item: Found) -> Prepared:
+        if not hasattr(local, "frontend"):
+            local.frontend = make_frontend()
+        return prepare_file(item, local.frontend, sample_rate)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ser-decode") as pool:
+        in_flight: deque = deque()
+        for item in found:
+            in_flight.append(pool.submit(work, item))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
 
 
 def score_prepared(
@@ -87,7 +128,7 @@ def score_prepared(
 
 def score_file(path: Path, model: ScoringModel, frontend: Frontend) -> FileScore:
     """Score one file (the single-file form of :func:`score_prepared`)."""
-    prepared = prepare_file(Found(path), frontend, model.metadata.sample_rate)
+    prepared = prepare_file(Found.of(path), frontend, model.metadata.sample_rate)
     return next(score_prepared([prepared], model))
 
 
@@ -113,7 +154,7 @@ def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Ite
     rate = model.metadata.sample_rate
     for item in pending:
         if item.inputs is None:
-            yield FileScore(item.path, error=item.error)
+            yield FileScore(item.found, error=item.error)
             continue
         file_probs = np.stack([next(probs) for _ in range(len(item.inputs.rows))])
         segments = [
@@ -124,7 +165,7 @@ def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Ite
         ]
         weights = np.maximum(item.inputs.ends - item.inputs.starts, 1).astype(np.float64)
         mean = (file_probs * weights[:, None]).sum(axis=0) / weights.sum()
-        yield FileScore(item.path, item.samples / rate, mean.astype(np.float32), segments)
+        yield FileScore(item.found, item.samples / rate, mean.astype(np.float32), segments)
 
 
 def _without_path(message: str, path: Path) -> str:

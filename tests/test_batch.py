@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from ser import __version__
 from ser.batch.cli import main as batch_main
 from ser.batch.discovery import discover
-from ser.batch.report import CsvReport, neutralise
+from ser.batch.report import neutralise, read_report, restore, write_report
 from ser.batch.session import ScoringModel, execution_providers
 from ser.errors import ModelError
 from ser.export.cli import main as export_main
@@ -44,19 +44,28 @@ def test_version(command):
 )  # fmt: skip
 def test_formula_cells_are_neutralised(cell, safe):
     assert neutralise(cell) == safe
+    assert restore(neutralise(cell)) == cell
 
 
-def test_report_abort_keeps_the_previous_report(tmp_path):
+def test_report_write_is_atomic_and_round_trips(tmp_path, monkeypatch):
     path = tmp_path / "r.csv"
     path.write_text("old\n")
-    report = CsvReport(str(path), ["a"])
-    report.write({"a": "new"})
-    report.abort()
+    rows = [{"a": "=1+1", "b": "'quoted"}, {"a": "plain", "b": ""}]
+
+    def full_disk(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("ser.batch.report.publish", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_report(str(path), rows, ["a", "b"], "csv")
     assert path.read_text() == "old\n" and list(tmp_path.iterdir()) == [path]
-    report = CsvReport(str(path), ["a"])
-    report.write({"a": "=new"})
-    report.commit()
-    assert path.read_text() == "a\n'=new\n"
+    monkeypatch.undo()
+    write_report(str(path), rows, ["a", "b"], "csv")
+    assert path.read_text() == "a,b\n'=1+1,''quoted\nplain,\n"
+    assert read_report(path, "csv") == rows
+    for fmt in ("jsonl", "parquet"):
+        write_report(str(tmp_path / f"r.{fmt}"), rows, ["a", "b"], fmt)
+        assert read_report(tmp_path / f"r.{fmt}", fmt) == rows
 
 
 def test_discovery_is_sorted_recursive_and_reports_missing(tmp_path):

@@ -54,6 +54,7 @@ def load_checkpoint(folder: Path) -> NeuralCheckpoint:
         hidden=config["hidden_size"],
         classes=len(config["labels"]),
         layers=config["layers"],
+        dropout=config.get("dropout", 0.3),
     )
     head.load_state_dict(load_file(str(folder / HEAD_FILE)))
     return NeuralCheckpoint(folder, config, head.eval())

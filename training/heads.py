@@ -122,12 +122,20 @@ class PooledHead(nn.Module):
 
 
 def build_head(
-    kind: str, *, num_layers: int, frames: int, hidden: int, classes: int, layers: str
+    kind: str,
+    *,
+    num_layers: int,
+    frames: int,
+    hidden: int,
+    classes: int,
+    layers: str,
+    dropout: float = 0.3,
 ) -> nn.Module:
+    """A head by name; ``dropout`` applies to ``pooled`` (``reference`` keeps the study's 0.5)."""
     if kind == "reference":
         return ReferenceHead(num_layers, frames, hidden, classes, layers)
     if kind == "pooled":
-        return PooledHead(num_layers, hidden, classes, layers)
+        return PooledHead(num_layers, hidden, classes, layers, dropout=dropout)
     raise ValueError(f"unknown head {kind!r}; expected {', '.join(HEADS)}")
 
 
