@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,6 +65,49 @@ class WaveformFrontend:
         windows, starts = split_windows(signal, self.window, self.hop)
         ends = np.minimum(starts + self.window, signal.size)
         return ModelInputs(windows, starts, ends)
+
+    def stream_inputs(
+        self, blocks: Iterable[np.ndarray], chunk_windows: int = 32
+    ) -> Iterator[ModelInputs]:
+        """The windows of :meth:`inputs`, from a stream of sample blocks, a chunk at a time.
+
+        Only the samples not yet covered by an emitted window are buffered, so memory is one
+        block plus one chunk of windows, whatever the length of the stream.
+        """
+        buffer, offset, next_start, total = np.zeros(0, np.float32), 0, 0, 0
+        rows: list[np.ndarray] = []
+        starts: list[int] = []
+        for block in blocks:
+            buffer = np.concatenate([buffer, block])
+            total += block.size
+            while next_start + self.window <= total:
+                rows.append(buffer[next_start - offset : next_start - offset + self.window])
+                starts.append(next_start)
+                next_start += self.hop
+                if len(rows) >= chunk_windows:
+                    yield self._chunk(rows, starts, total)
+                    rows, starts = [], []
+            keep_from = min(next_start, total) - offset
+            buffer, offset = buffer[keep_from:].copy(), offset + keep_from
+        if total < self.window:
+            yield self.inputs(buffer)
+            return
+        last = (
+            int(np.ceil((total - self.window) / self.hop)) * self.hop if total > self.window else 0
+        )
+        while next_start <= last:
+            row = np.zeros(self.window, np.float32)
+            tail = buffer[next_start - offset : next_start - offset + self.window]
+            row[: tail.size] = tail
+            rows.append(row)
+            starts.append(next_start)
+            next_start += self.hop
+        if rows:
+            yield self._chunk(rows, starts, total)
+
+    def _chunk(self, rows: list[np.ndarray], starts: list[int], total: int) -> ModelInputs:
+        begin = np.array(starts, dtype=np.int64)
+        return ModelInputs(np.stack(rows), begin, np.minimum(begin + self.window, total))
 
 
 def frontend_for(metadata: ModelMetadata, *, hop_s: float | None = None) -> Frontend:

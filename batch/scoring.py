@@ -11,13 +11,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ser.audio import load_audio
+from ser.audio import audio_duration, load_audio, stream_audio
 from ser.batch.discovery import Found
-from ser.batch.frontends import Frontend, ModelInputs
+from ser.batch.frontends import Frontend, ModelInputs, WaveformFrontend
 from ser.batch.session import ScoringModel
 from ser.errors import SerError
 
@@ -56,12 +57,20 @@ class FileScore:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A decoded file's model inputs, or the reason it has none."""
+    """A decoded file's model inputs, or the reason it has none.
+
+    A long file for a windowed model is not decoded here: ``stream`` yields its inputs chunk by
+    chunk when it is scored, so memory does not grow with its length.
+    """
 
     found: Found
     samples: int = 0
     inputs: ModelInputs | None = None
     error: str = ""
+    stream: Callable[[], Iterator[ModelInputs]] | None = None
+
+
+STREAM_ABOVE_S = 300.0
 
 
 def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared:
@@ -69,6 +78,9 @@ def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared
     if found.error:
         return Prepared(found, error=found.error)
     try:
+        if isinstance(frontend, WaveformFrontend) and audio_duration(found.path) > STREAM_ABOVE_S:
+            blocks = partial(stream_audio, found.path, sample_rate)
+            return Prepared(found, stream=lambda: frontend.stream_inputs(blocks()))
         signal = load_audio(found.path, sample_rate)
         return Prepared(found, signal.size, frontend.inputs(signal))
     except SerError as error:
@@ -118,6 +130,11 @@ def score_prepared(
     pending: list[Prepared] = []
     rows = 0
     for item in prepared:
+        if item.stream is not None:
+            yield from _flush(pending, model, batch_size)
+            pending, rows = [], 0
+            yield _score_stream(item, model, batch_size)
+            continue
         pending.append(item)
         rows += len(item.inputs.rows) if item.inputs is not None else 0
         if rows >= batch_size:
@@ -166,6 +183,37 @@ def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Ite
         weights = np.maximum(item.inputs.ends - item.inputs.starts, 1).astype(np.float64)
         mean = (file_probs * weights[:, None]).sum(axis=0) / weights.sum()
         yield FileScore(item.found, item.samples / rate, mean.astype(np.float32), segments)
+
+
+def _score_stream(item: Prepared, model: ScoringModel, batch_size: int) -> FileScore:
+    """Score a long file chunk by chunk: running weighted sum of window probabilities."""
+    rate = model.metadata.sample_rate
+    total, weight, samples, segments = None, 0.0, 0, []
+    try:
+        for chunk in item.stream():
+            probs = np.concatenate(
+                [
+                    model.predict(chunk.rows[i : i + batch_size])
+                    for i in range(0, len(chunk.rows), batch_size)
+                ]
+            )
+            weights = np.maximum(chunk.ends - chunk.starts, 1).astype(np.float64)
+            part = (probs * weights[:, None]).sum(axis=0)
+            total = part if total is None else total + part
+            weight += weights.sum()
+            samples = max(samples, int(chunk.ends.max()))
+            segments += [
+                Segment(float(start) / rate, float(end) / rate, row)
+                for start, end, row in zip(chunk.starts, chunk.ends, probs, strict=True)
+            ]
+    except SerError as error:
+        return FileScore(item.found, error=_without_path(str(error), item.found.path))
+    except Exception as error:  # a broken file must never stop the run
+        return FileScore(
+            item.found, error=f"{type(error).__name__}: {' '.join(str(error).split())}"
+        )
+    mean = (total / weight).astype(np.float32)
+    return FileScore(item.found, samples / rate, mean, segments)
 
 
 def _without_path(message: str, path: Path) -> str:

@@ -6,6 +6,7 @@ signal a model was trained on and the signal it scores can never be prepared dif
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,50 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         return prepare_signal(signal, file_rate, sample_rate)
     except AudioError as error:
         raise AudioError(f"{path}: {error}") from None
+
+
+def stream_audio(
+    path: str | Path, sample_rate: int = SAMPLE_RATE, block_s: float = 30.0
+) -> Iterator[np.ndarray]:
+    """Decode a file block by block into mono float32 at ``sample_rate``.
+
+    The same processing as :func:`load_audio` (mix down, soxr resampling with the same quality,
+    NaN check), but memory stays at one block however long the file is.
+
+    Raises:
+        AudioError: naming the file, when it cannot be read or holds unusable samples.
+    """
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+        blocks = sf.blocks(
+            str(path), blocksize=max(1, int(block_s * info.samplerate)), dtype="float32",
+            always_2d=True,
+        )  # fmt: skip
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
+        raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
+    resampler = None
+    if info.samplerate != sample_rate:
+        resampler = soxr.ResampleStream(info.samplerate, sample_rate, 1, "float32", quality="HQ")
+    produced = 0
+    try:
+        for block in blocks:
+            mono = block.mean(axis=1, dtype=np.float32)
+            if not np.isfinite(mono).all():
+                raise AudioError(f"{path}: audio holds NaN or infinite samples")
+            out = resampler.resample_chunk(mono) if resampler else mono
+            produced += out.size
+            if out.size:
+                yield np.ascontiguousarray(out, dtype=np.float32)
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            produced += tail.size
+            if tail.size:
+                yield np.ascontiguousarray(tail, dtype=np.float32)
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
+    if produced == 0:
+        raise AudioError(f"{path}: no audio samples (empty file)")
 
 
 def audio_duration(path: str | Path) -> float:

@@ -166,3 +166,34 @@ def test_reference_head_scores_fixed_windows(checkpoints, tmp_path):
     )
     rows = list(csv.DictReader(result.stdout.splitlines()))
     assert [r["status"] for r in rows] == ["error", "ok", "ok"]
+
+
+def test_long_files_are_streamed_with_the_same_result(checkpoints, tmp_path, monkeypatch):
+    export_neural(checkpoints["whisper", "pooled"], tmp_path / "m.onnx")
+    signal = np.concatenate([class_signal(n % 8, 0.9, seed=n) for n in range(6)])
+    sf.write(tmp_path / "long.wav", np.stack([signal, signal], axis=1), 16_000)
+    args = [
+        "score",
+        str(tmp_path / "long.wav"),
+        "--model",
+        str(tmp_path / "m.onnx"),
+        "--hop",
+        "0.5",
+    ]
+    whole = CliRunner().invoke(batch_main, [*args, "-o", str(tmp_path / "whole.csv")])
+    monkeypatch.setattr("ser.batch.scoring.STREAM_ABOVE_S", 1.0)
+    streamed_calls = []
+    import ser.batch.scoring as scoring
+
+    original = scoring.stream_audio
+    monkeypatch.setattr(
+        scoring, "stream_audio", lambda *a, **k: streamed_calls.append(a) or original(*a, **k)
+    )
+    streamed = CliRunner().invoke(batch_main, [*args, "-o", str(tmp_path / "stream.csv")])
+    assert whole.exit_code == streamed.exit_code == 0, streamed.output
+    assert len(streamed_calls) == 1
+    a, b = (next(csv.DictReader((tmp_path / n).open())) for n in ("whole.csv", "stream.csv"))
+    assert a["duration_s"] == b["duration_s"] == "5.400"
+    for key in a:
+        if key.startswith("p_"):
+            assert float(a[key]) == pytest.approx(float(b[key]), abs=2e-4)

@@ -92,8 +92,10 @@ class PooledHead(nn.Module):
         layers: str = "weighted",
         width: int = 256,
         dropout: float = 0.3,
+        frame_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.frame_dropout = frame_dropout
         self.standardize = Standardize(num_layers, hidden)
         self.mix = LayerMix(num_layers, layers)
         self.norm = nn.LayerNorm(hidden)
@@ -114,6 +116,9 @@ class PooledHead(nn.Module):
         frames = self.frame_net(self.norm(self.mix(states)).transpose(1, 2))  # [b, width, t]
         if valid is None:
             valid = torch.ones(frames.shape[0], frames.shape[2], dtype=torch.bool)
+        if self.training and self.frame_dropout > 0:  # pool over a random subset of frames
+            kept = torch.rand(valid.shape) >= self.frame_dropout
+            valid = valid & (kept | ~(valid & kept).any(dim=1, keepdim=True))
         weights = valid.to(frames.dtype)[:, None, :]
         count = weights.sum(dim=2).clamp(min=1.0)
         mean = (frames * weights).sum(dim=2) / count
@@ -130,12 +135,15 @@ def build_head(
     classes: int,
     layers: str,
     dropout: float = 0.3,
+    frame_dropout: float = 0.0,
 ) -> nn.Module:
-    """A head by name; ``dropout`` applies to ``pooled`` (``reference`` keeps the study's 0.5)."""
+    """A head by name; the dropouts apply to ``pooled`` (``reference`` keeps the study's 0.5)."""
     if kind == "reference":
         return ReferenceHead(num_layers, frames, hidden, classes, layers)
     if kind == "pooled":
-        return PooledHead(num_layers, hidden, classes, layers, dropout=dropout)
+        return PooledHead(
+            num_layers, hidden, classes, layers, dropout=dropout, frame_dropout=frame_dropout
+        )
     raise ValueError(f"unknown head {kind!r}; expected {', '.join(HEADS)}")
 
 

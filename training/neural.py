@@ -50,6 +50,7 @@ class NeuralConfig:
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
     dropout: float = 0.3
+    frame_dropout: float = 0.0
     seed: int = 0
     view_seed: int = 0
     whisper_pad_30s: bool = False
@@ -124,7 +125,7 @@ def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> Ne
     head = build_head(
         config.head, num_layers=backbone.num_layers, frames=frames,
         hidden=backbone.hidden_size, classes=len(labels), layers=config.layers,
-        dropout=config.dropout,
+        dropout=config.dropout, frame_dropout=config.frame_dropout,
     )  # fmt: skip
     head.standardize.fit(corpus.train.states[:: max(1, len(corpus.train) // 256), 0])
     head, history, epoch_s = _fit(head, corpus.train, corpus.validation, config)
