@@ -49,19 +49,29 @@ class EgemapsFrontend:
 
 
 class WaveformFrontend:
-    """Windows of raw samples; ``hop_s`` overrides the model's own hop."""
+    """Windows of raw samples; ``hop_s`` overrides the model's own hop.
+
+    A file up to 1.5 windows long is one centred window (cropped or zero-padded): exactly what
+    training evaluated on, so a model's recorded metrics hold for clips scored here. Longer files
+    are cut into windows every hop, the last one zero-padded.
+    """
+
+    single_window_up_to = 1.5
 
     def __init__(self, metadata: ModelMetadata, hop_s: float | None = None) -> None:
         if not metadata.window_s:
             raise ModelError("a waveform model needs window_s in its metadata")
         self.window = round(metadata.window_s * metadata.sample_rate)
+        self.single_limit = int(self.single_window_up_to * self.window)
         hop_s = hop_s or metadata.hop_s or metadata.window_s
         self.hop = max(1, round(hop_s * metadata.sample_rate))
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:
-        if signal.size < self.window:  # centred in zero padding, as in training's evaluation
+        if signal.size <= self.single_limit:
+            start = max(0, (signal.size - self.window) // 2)
             row = center_window(signal, self.window)[None, :]
-            return ModelInputs(row, np.zeros(1, np.int64), np.array([signal.size]))
+            end = min(signal.size, start + self.window)
+            return ModelInputs(row, np.array([start]), np.array([end]))
         windows, starts = split_windows(signal, self.window, self.hop)
         ends = np.minimum(starts + self.window, signal.size)
         return ModelInputs(windows, starts, ends)
@@ -80,7 +90,7 @@ class WaveformFrontend:
         for block in blocks:
             buffer = np.concatenate([buffer, block])
             total += block.size
-            while next_start + self.window <= total:
+            while next_start + self.window <= total and total > self.single_limit:
                 rows.append(buffer[next_start - offset : next_start - offset + self.window])
                 starts.append(next_start)
                 next_start += self.hop
@@ -89,7 +99,7 @@ class WaveformFrontend:
                     rows, starts = [], []
             keep_from = min(next_start, total) - offset
             buffer, offset = buffer[keep_from:].copy(), offset + keep_from
-        if total < self.window:
+        if total <= self.single_limit:
             yield self.inputs(buffer)
             return
         last = (

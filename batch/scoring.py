@@ -71,6 +71,7 @@ class Prepared:
 
 
 STREAM_ABOVE_S = 300.0
+MIN_DURATION_S = 0.1
 
 
 def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared:
@@ -82,6 +83,11 @@ def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared
             blocks = partial(stream_audio, found.path, sample_rate)
             return Prepared(found, stream=lambda: frontend.stream_inputs(blocks()))
         signal = load_audio(found.path, sample_rate)
+        if signal.size < MIN_DURATION_S * sample_rate:
+            seconds = signal.size / sample_rate
+            return Prepared(
+                found, error=f"too short to score ({seconds:.3f} s, under {MIN_DURATION_S} s)"
+            )
         return Prepared(found, signal.size, frontend.inputs(signal))
     except SerError as error:
         return Prepared(found, error=_without_path(str(error), found.path))

@@ -34,7 +34,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 @click.option("--data", type=click.Path(exists=True, path_type=Path),
               default=SHARED / "data" / "ravdess-speech-16k")  # fmt: skip
 @click.option("--seeds", default=3, show_default=True)
-@click.option("--epochs", default=25, show_default=True)
+@click.option("--epochs", default=20, show_default=True)
 @click.option("--heads", default="reference,pooled", show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
 def main(

@@ -84,9 +84,9 @@ def export_neural(
 ) -> NeuralExport:
     """Trace the classifier to ONNX, check it against PyTorch, and write ``out_path``.
 
-    ``optimize`` applies ONNX Runtime's graph optimisations (checked for parity again);
-    ``quantize`` makes the matrix multiplications int8, accepted only if accuracy on
-    ``validation_clips`` drops by at most ``max_accuracy_drop``.
+    ``quantize`` makes the matrix multiplications of the float graph int8, accepted only if
+    accuracy on ``validation_clips`` drops by at most ``max_accuracy_drop``; ``optimize`` then
+    applies ONNX Runtime's graph optimisations (a float graph is checked for parity again).
 
     Raises:
         ModelError: for a folder that is not a neural checkpoint or a backbone that cannot load.
@@ -105,28 +105,31 @@ def export_neural(
     report = require_parity(
         check_parity(classifier, model.SerializeToString(), inputs), str(out_path)
     )
+    final = quantize_int8(model) if quantize else model
     if optimize:
-        model = optimize_graph(model)
-        report = require_parity(
-            check_parity(classifier, model.SerializeToString(), inputs), f"{out_path} (optimised)"
-        )
+        final = optimize_graph(final)
     if quantize:
-        model = _accept_int8(model, validation_clips, window, checkpoint, max_accuracy_drop)
+        final = _accept_int8(model, final, validation_clips, window, checkpoint, max_accuracy_drop)
+    elif optimize:
+        graph = final.SerializeToString()
+        report = require_parity(check_parity(classifier, graph, inputs), f"{out_path} (optimised)")
+    model = final
     save_model(model, out_path)
     return NeuralExport(model, metadata, report)
 
 
 def _accept_int8(
     model: onnx.ModelProto,
+    quantized: onnx.ModelProto,
     clips: Sequence[Clip],
     window: int,
     checkpoint: NeuralCheckpoint,
     max_drop: float,
 ) -> onnx.ModelProto:
+    """``quantized`` with its accuracy in the metadata, if it is close enough to ``model``'s."""
     labels = list(checkpoint.config["labels"])
     windows = parity_inputs(clips, window)
     targets = np.array([labels.index(clip.label) for clip in clips])
-    quantized = quantize_int8(model)
     before, after = (
         onnx_accuracy(model, windows, targets),
         onnx_accuracy(quantized, windows, targets),

@@ -46,7 +46,11 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
         source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         onnx.save(model, source)
         quantize_dynamic(
-            source, target, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8
+            source,
+            target,
+            op_types_to_quantize=["MatMul"],
+            weight_type=QuantType.QInt8,
+            per_channel=True,
         )
         quantized = onnx.load(target)
     return attach_metadata(quantized, metadata)

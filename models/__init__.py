@@ -8,8 +8,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-SHIPPED = {"forest": "forest.onnx"}
-DEFAULT_MODEL = "forest"
+SHIPPED = {"whisper-pooled": "whisper-pooled.onnx", "forest": "forest.onnx"}
+DEFAULT_MODEL = "whisper-pooled"
 
 
 def shipped_model_path(name: str) -> Path:

@@ -3,6 +3,7 @@
 import csv
 import io
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 import soundfile as sf
@@ -15,6 +16,7 @@ from ser.batch.report import neutralise, read_report, restore, write_report
 from ser.batch.session import ScoringModel, execution_providers
 from ser.errors import ModelError
 from ser.export.cli import main as export_main
+from ser.models import DEFAULT_MODEL
 from ser.training.cli import main as train_main
 
 from synth import voiced
@@ -78,21 +80,32 @@ def test_discovery_is_sorted_recursive_and_reports_missing(tmp_path):
     assert found[-1].error == "no such file or directory" and not found[0].error
 
 
-def test_shipped_forest_scores_to_stdout(tmp_path):
+@pytest.mark.parametrize("model", ["forest", "whisper-pooled"])
+def test_shipped_models_score_to_stdout(tmp_path, model):
     sf.write(tmp_path / "a.wav", voiced(180, 1.5), 16_000)
-    result = CliRunner().invoke(batch_main, ["score", str(tmp_path / "a.wav"), "-o", "-"])
+    args = ["score", str(tmp_path / "a.wav"), "-o", "-", "--model", model]
+    result = CliRunner().invoke(batch_main, args)
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["model"] == "forest"
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["model"] == model
+
+
+def test_the_default_model_is_the_shipped_neural_one():
+    assert DEFAULT_MODEL == "whisper-pooled"
+    meta = ScoringModel(DEFAULT_MODEL).metadata
+    assert meta.frontend == "waveform" and meta.extra_json("test_metrics")["accuracy"] > 0.5
 
 
 def test_silent_and_tiny_files_become_error_rows_or_scores(tmp_path):
     sf.write(tmp_path / "silence.wav", voiced(100, 1.0) * 0, 16_000)
     sf.write(tmp_path / "tiny.wav", voiced(100, 0.001), 16_000)
-    result = CliRunner().invoke(batch_main, ["score", str(tmp_path), "-o", str(tmp_path / "r.csv")])
+    sf.write(tmp_path / "short.wav", voiced(100, 0.05), 16_000)
+    args = ["score", str(tmp_path), "-o", str(tmp_path / "r.csv"), "--model", "forest"]
+    result = CliRunner().invoke(batch_main, args)
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader((tmp_path / "r.csv").open())}
     assert rows["silence.wav"]["status"] == "ok"  # silence is a valid, if dull, recording
     assert rows["tiny.wav"]["status"] == "error" and "too short" in rows["tiny.wav"]["error"]
+    assert rows["short.wav"]["status"] == "error" and "too short" in rows["short.wav"]["error"]
     assert result.exit_code == 3
 
 
@@ -138,3 +151,29 @@ def test_cuda_asked_for_without_cuda_is_an_error_not_a_fallback(tmp_path):
         execution_providers("cuda")
     result = CliRunner().invoke(batch_main, ["score", str(tmp_path), "-o", "-", "--device", "cuda"])
     assert result.exit_code == 2 and "CUDA" in result.output
+
+
+def test_waveform_windows_match_training_evaluation_and_stream_identically():
+    from ser.batch.frontends import WaveformFrontend
+    from ser.metadata import ModelMetadata
+
+    meta = ModelMetadata(frontend="waveform", labels=("a", "b"), sample_rate=16_000,
+                         input_name="audio", probs_name="probs", window_s=1.0)  # fmt: skip
+    frontend = WaveformFrontend(meta, hop_s=0.5)
+    clip = voiced(150, 1.3)  # up to 1.5 windows: one centred crop, as training evaluated
+    single = frontend.inputs(clip)
+    assert single.rows.shape == (1, 16_000) and (single.starts[0], single.ends[0]) == (
+        2_400,
+        18_400,
+    )
+    np.testing.assert_array_equal(single.rows[0], clip[2_400:18_400])
+    long = voiced(150, 2.2)
+    whole = frontend.inputs(long)
+    assert whole.starts.tolist() == [0, 8_000, 16_000, 24_000]
+    assert whole.ends.tolist() == [16_000, 24_000, 32_000, 35_200]
+    for signal in (clip, long):
+        blocks = [signal[i : i + 3_000] for i in range(0, signal.size, 3_000)]
+        chunks = list(frontend.stream_inputs(blocks, chunk_windows=2))
+        expected = frontend.inputs(signal)
+        np.testing.assert_array_equal(np.concatenate([c.rows for c in chunks]), expected.rows)
+        np.testing.assert_array_equal(np.concatenate([c.starts for c in chunks]), expected.starts)

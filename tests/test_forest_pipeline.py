@@ -140,7 +140,7 @@ def test_forest_on_real_ravdess_subset_exports_with_parity(tmp_path):
 
 
 @needs_ravdess
-def test_shipped_forest_scores_the_48k_originals(tmp_path):
+def test_shipped_default_model_scores_the_48k_originals(tmp_path):
     from ser.batch.cli import main as batch_main
 
     result = CliRunner().invoke(

@@ -59,11 +59,12 @@ def test_export_passes_parity_and_carries_metadata(checkpoints, tmp_path, backbo
     assert [o.name for o in model.graph.output] == ["logits", "probs"]
 
 
-def test_pooled_graph_takes_any_length_and_batch(checkpoints, tmp_path):
-    export_neural(checkpoints["whisper", "pooled"], tmp_path / "m.onnx")
-    classifier = build_classifier(load_checkpoint(checkpoints["whisper", "pooled"]))
+@pytest.mark.parametrize("backbone", ["whisper", "wav2vec2"])
+def test_pooled_graph_takes_any_length_and_batch(checkpoints, tmp_path, backbone):
+    export_neural(checkpoints[backbone, "pooled"], tmp_path / "m.onnx")
+    classifier = build_classifier(load_checkpoint(checkpoints[backbone, "pooled"]))
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    for shape in [(1, 8_000), (3, 40_000)]:
+    for shape in [(1, 8_000), (3, 40_000), (2, 16_001), (1, 65_200), (2, 23_333)]:
         audio = (np.random.default_rng(0).standard_normal(shape) * 0.1).astype(np.float32)
         (probs,) = session.run(["probs"], {"audio": audio})
         with torch.inference_mode():

@@ -71,11 +71,17 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
     help="Learned softmax-weighted sum of all layers, or the last layer.",
 )
 @click.option("--window", "window_s", default=4.0, show_default=True, help="Window in seconds.")
-@click.option("--epochs", default=30, show_default=True)
+@click.option("--epochs", default=20, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", "learning_rate", default=1e-3, show_default=True)
 @click.option("--views", default=4, show_default=True, help="Cached training views per clip.")
 @click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option(
+    "--frame-dropout",
+    default=0.3,
+    show_default=True,
+    help="pooled head: share of frames left out of the pooling at each training step.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--whisper-pad-30s/--no-whisper-pad-30s",

@@ -151,13 +151,12 @@ def valid_frames(audio: torch.Tensor, samples_per_frame: int, frames: int) -> to
     """``[batch, frames]``: True where a frame covers any non-zero sample (not zero padding).
 
     Computed from the waveform alone, so the exported graph needs no length input; a window that
-    is all zeros keeps every frame.
+    is all zeros keeps every frame. A max-pool with ``ceil_mode`` counts a last partial frame and
+    traces to ONNX for any input length.
     """
-    batch, samples = audio.shape
-    usable = (samples // samples_per_frame) * samples_per_frame
-    nonzero = (audio[:, :usable] != 0).reshape(batch, -1, samples_per_frame).any(dim=2)
-    if nonzero.shape[1] < frames:
-        tail = (audio[:, usable:] != 0).any(dim=1, keepdim=True)
-        nonzero = torch.cat([nonzero, tail.expand(batch, frames - nonzero.shape[1])], dim=1)
-    nonzero = nonzero[:, :frames]
-    return nonzero | ~nonzero.any(dim=1, keepdim=True)
+    nonzero = (audio != 0).to(audio.dtype)[:, None, :]
+    pooled = nn.functional.max_pool1d(
+        nonzero, kernel_size=samples_per_frame, stride=samples_per_frame, ceil_mode=True
+    )
+    mask = pooled[:, 0, :frames] > 0
+    return mask | ~mask.any(dim=1, keepdim=True)

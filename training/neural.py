@@ -44,13 +44,13 @@ class NeuralConfig:
     window_s: float = 4.0
     views: int = 4
     augment: bool = True
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
     dropout: float = 0.3
-    frame_dropout: float = 0.0
+    frame_dropout: float = 0.3
     seed: int = 0
     view_seed: int = 0
     whisper_pad_30s: bool = False
