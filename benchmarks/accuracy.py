@@ -21,9 +21,9 @@ from ser.batch.session import ScoringModel
 from ser.corpus import read_ravdess, select
 from ser.models import DEFAULT_MODEL
 
-from machine import describe_machine
+from common import RAVDESS_16K, describe_machine
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-speech-16k"
+DEFAULT_DATA = RAVDESS_16K
 
 
 @click.command()

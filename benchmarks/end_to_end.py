@@ -25,9 +25,9 @@ from ser.batch.run import RunOptions, run_scoring
 from ser.batch.session import ScoringModel
 from ser.models import DEFAULT_MODEL
 
-from machine import describe_machine
+from common import RAVDESS_16K, describe_machine
 
-TEST_ACTORS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-speech-16k"
+TEST_ACTORS = RAVDESS_16K
 
 
 @click.command()

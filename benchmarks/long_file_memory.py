@@ -22,7 +22,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).parent))
 from ser.models import DEFAULT_MODEL
 
-from machine import describe_machine
+from common import describe_machine
 
 RATE = 16_000
 

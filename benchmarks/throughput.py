@@ -35,9 +35,8 @@ from ser.export.optimize import optimize_graph, quantize_int8
 from ser.training.checkpoint import load_checkpoint, save_checkpoint
 from ser.training.heads import build_head, valid_frames
 
-from machine import describe_machine
+from common import RAVDESS_16K, describe_machine
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 WINDOW = 4 * SAMPLE_RATE
 BATCH = 8
 
@@ -47,7 +46,7 @@ BATCH = 8
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
               help="Neural checkpoint folder of the shipped model.")  # fmt: skip
 @click.option("--data", type=click.Path(exists=True, path_type=Path),
-              default=SHARED / "data" / "ravdess-speech-16k")  # fmt: skip
+              default=RAVDESS_16K)  # fmt: skip
 def main(count: int, checkpoint: Path | None, data: Path) -> None:
     torch.set_num_threads(2)
     clips = select(read_ravdess(data), "test")

@@ -25,15 +25,13 @@ from ser.training.backbones import load_backbone
 from ser.training.cache import default_cache_dir
 from ser.training.neural import NeuralConfig, encode_corpus, train_head
 
-from machine import describe_machine
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from common import RAVDESS_16K, WHISPER_TINY, describe_machine
 
 
 @click.command()
-@click.option("--backbone", default=str(SHARED / "models" / "whisper-tiny.en"), show_default=True)
+@click.option("--backbone", default=str(WHISPER_TINY), show_default=True)
 @click.option("--data", type=click.Path(exists=True, path_type=Path),
-              default=SHARED / "data" / "ravdess-speech-16k")  # fmt: skip
+              default=RAVDESS_16K)  # fmt: skip
 @click.option("--seeds", default=3, show_default=True)
 @click.option("--epochs", default=20, show_default=True)
 def main(backbone: str, data: Path, seeds: int, epochs: int) -> None:

@@ -1,9 +1,14 @@
-"""One line that says where a benchmark ran, printed with every table."""
+"""What every benchmark shares: where the data lies, and one line that says where it ran."""
 
 from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+RAVDESS_16K = SHARED / "data" / "ravdess-speech-16k"
+WHISPER_TINY = SHARED / "models" / "whisper-tiny.en"
 
 
 def describe_machine() -> str:
