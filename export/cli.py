@@ -63,20 +63,31 @@ _data_option = click.option(
     default=None,
     help="Dynamic int8 matrix multiplications; refused if validation accuracy drops > 1 point.",
 )
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="Float16 weights and arithmetic for CUDA; refused if validation accuracy drops > 1 point.",
+)
 @one_line_errors
 def neural(
-    checkpoint: Path, output: Path, data: Path | None, optimize: bool, quantize: str | None
+    checkpoint: Path,
+    output: Path,
+    data: Path | None,
+    optimize: bool,
+    quantize: str | None,
+    fp16: bool,
 ) -> None:
     """Encoder and head as one graph: 16 kHz audio in, logits and probabilities out."""
     from ser.export.neural import export_neural
 
-    validation = _validation_clips(data) if quantize else []
+    validation = _validation_clips(data) if quantize or fp16 else []
     exported = export_neural(
         checkpoint,
         output,
         parity_clips=_parity_clips(data),
         optimize=optimize,
         quantize=quantize == "int8",
+        fp16=fp16,
         validation_clips=validation,
     )
     size_mb = output.stat().st_size / 1e6

@@ -27,7 +27,7 @@ from ser.audio import center_window, load_audio
 from ser.corpus import Clip
 from ser.errors import ModelError, SerError
 from ser.export.onnx_io import attach_metadata, save_model
-from ser.export.optimize import onnx_accuracy, optimize_graph, quantize_int8
+from ser.export.optimize import convert_fp16, onnx_accuracy, optimize_graph, quantize_int8
 from ser.export.parity import ParityReport, compare_probabilities, require_parity
 from ser.metadata import ModelMetadata
 from ser.training.backbones import SpeechEncoder, load_backbone
@@ -69,7 +69,7 @@ def build_classifier(checkpoint: NeuralCheckpoint) -> WaveformClassifier:
 
 
 class QuantizationRefused(SerError):
-    """int8 costs more validation accuracy than allowed."""
+    """int8 or fp16 costs more validation accuracy than allowed."""
 
 
 def export_neural(
@@ -79,6 +79,7 @@ def export_neural(
     parity_clips: Sequence[Clip] = (),
     optimize: bool = False,
     quantize: bool = False,
+    fp16: bool = False,
     validation_clips: Sequence[Clip] = (),
     max_accuracy_drop: float = 0.01,
 ) -> NeuralExport:
@@ -94,8 +95,10 @@ def export_neural(
         QuantizationRefused: with both accuracies, when int8 loses too much.
     """
     checkpoint = load_checkpoint(checkpoint_dir)
-    if quantize and not validation_clips:
-        raise ModelError("--quantize needs validation clips (--data) to judge its accuracy")
+    if quantize and fp16:
+        raise ModelError("choose one of --quantize int8 and --fp16")
+    if (quantize or fp16) and not validation_clips:
+        raise ModelError("--quantize and --fp16 need validation clips (--data) to judge accuracy")
     classifier = build_classifier(checkpoint)
     window = checkpoint.config["window"]
     model = trace_to_onnx(classifier, window, dynamic_length=checkpoint.config["head"] == "pooled")
@@ -105,11 +108,14 @@ def export_neural(
     report = require_parity(
         check_parity(classifier, model.SerializeToString(), inputs), str(out_path)
     )
-    final = quantize_int8(model) if quantize else model
+    reduced = "int8" if quantize else "fp16" if fp16 else None
+    final = quantize_int8(model) if quantize else convert_fp16(model) if fp16 else model
     if optimize:
         final = optimize_graph(final)
-    if quantize:
-        final = _accept_int8(model, final, validation_clips, window, checkpoint, max_accuracy_drop)
+    if reduced:
+        final = _accept_reduced(
+            model, final, reduced, validation_clips, window, checkpoint, max_accuracy_drop
+        )
     elif optimize:
         graph = final.SerializeToString()
         report = require_parity(check_parity(classifier, graph, inputs), f"{out_path} (optimised)")
@@ -118,9 +124,10 @@ def export_neural(
     return NeuralExport(model, metadata, report)
 
 
-def _accept_int8(
+def _accept_reduced(
     model: onnx.ModelProto,
     quantized: onnx.ModelProto,
+    kind: str,
     clips: Sequence[Clip],
     window: int,
     checkpoint: NeuralCheckpoint,
@@ -136,15 +143,15 @@ def _accept_int8(
     )
     if before - after > max_drop + 1e-9:
         raise QuantizationRefused(
-            f"int8 refused: validation accuracy {after:.4f} against {before:.4f} in float32 "
+            f"{kind} refused: validation accuracy {after:.4f} against {before:.4f} in float32 "
             f"({len(clips)} clips; at most {max_drop:.2f} drop allowed)"
         )
     props = {p.key: p.value for p in quantized.metadata_props}
     props["quantization"] = json.dumps(
         {
-            "int8": "dynamic MatMul",
+            "kind": "int8 dynamic MatMul" if kind == "int8" else "float16, for CUDA",
             "validation_accuracy_fp32": before,
-            "validation_accuracy_int8": after,
+            f"validation_accuracy_{kind}": after,
         }
     )
     del quantized.metadata_props[:]

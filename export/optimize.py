@@ -56,6 +56,18 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     return attach_metadata(quantized, metadata)
 
 
+def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Weights and arithmetic in float16 with float32 inputs and outputs, for CUDA.
+
+    ONNX Runtime runs such a graph on the CPU too (slowly), which is how its accuracy is checked
+    on a machine without a GPU.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    metadata = _metadata_of(model)
+    return attach_metadata(convert_float_to_float16(model, keep_io_types=True), metadata)
+
+
 def onnx_accuracy(model: onnx.ModelProto, windows: np.ndarray, targets: np.ndarray) -> float:
     """Accuracy of ``model`` on centred windows ``[n, samples]`` (CPU, batches of 8)."""
     metadata = _metadata_of(model)

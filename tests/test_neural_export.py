@@ -99,6 +99,7 @@ def test_optimize_and_quantize(checkpoints, synthetic_manifest, tmp_path):
     )  # fmt: skip
     props = {p.key: p.value for p in onnx.load(tmp_path / "int8.onnx").metadata_props}
     assert "validation_accuracy_int8" in props["quantization"]
+    assert (tmp_path / "int8.onnx").stat().st_size < (tmp_path / "plain.onnx").stat().st_size
     assert any(n.op_type == "MatMulInteger" for n in onnx.load(tmp_path / "int8.onnx").graph.node)
     with pytest.raises(QuantizationRefused, match=r"validation accuracy .* against .* in float32"):
         export_neural(
@@ -106,8 +107,19 @@ def test_optimize_and_quantize(checkpoints, synthetic_manifest, tmp_path):
             max_accuracy_drop=-1.0,
         )  # fmt: skip
     assert not (tmp_path / "refused.onnx").exists()
-    with pytest.raises(ModelError, match="needs validation clips"):
+    with pytest.raises(ModelError, match="need validation clips"):
         export_neural(folder, tmp_path / "x.onnx", quantize=True)
+    with pytest.raises(ModelError, match="choose one"):
+        export_neural(folder, tmp_path / "x.onnx", quantize=True, fp16=True)
+    half = export_neural(folder, tmp_path / "fp16.onnx", fp16=True, validation_clips=validation,
+                         max_accuracy_drop=1.0)  # fmt: skip
+    graph = onnx.load(tmp_path / "fp16.onnx")
+    assert (
+        "validation_accuracy_fp16" in {p.key: p.value for p in graph.metadata_props}["quantization"]
+    )
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 in
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
+    assert half.parity.ok
     assert plain.metadata.extra_json("head") == "pooled"
 
 
