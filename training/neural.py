@@ -2,8 +2,10 @@
 
 The recipe: 4 s windows (random crops in training, centred and zero-padded in evaluation),
 noise and time-stretch augmentation, class-balanced sampling with replacement (an epoch draws
-1.5 x the largest class count x the number of classes), AdamW, and the epoch with the best
-validation accuracy kept. The encoder runs once per clip and view; the head trains on the cache.
+1.5 x the largest class count x the number of classes), AdamW with a one-cycle schedule and
+label smoothing, and the epoch with the best validation accuracy kept. The encoder runs once per
+clip and view; the head trains on the cache. ``seed`` drives the head's initialisation, sampling
+and dropout; the training views are drawn with ``view_seed``, so they are encoded only once.
 """
 
 from __future__ import annotations
