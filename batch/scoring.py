@@ -89,10 +89,8 @@ def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared
                 found, error=f"too short to score ({seconds:.3f} s, under {MIN_DURATION_S} s)"
             )
         return Prepared(found, signal.size, frontend.inputs(signal))
-    except SerError as error:
-        return Prepared(found, error=_without_path(str(error), found.path))
     except Exception as error:  # a broken file must never stop the run
-        return Prepared(found, error=f"{type(error).__name__}: {' '.join(str(error).split())}")
+        return Prepared(found, error=_failure(error, found.path))
 
 
 def prepare_all(
@@ -161,18 +159,11 @@ def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Ite
     if ready:
         stacked = np.concatenate([item.inputs.rows for item in ready])
         try:
-            probs = iter(
-                np.concatenate(
-                    [
-                        model.predict(stacked[start : start + batch_size])
-                        for start in range(0, len(stacked), batch_size)
-                    ]
-                )
-            )
+            probs = iter(_predict(model, stacked, batch_size))
         except Exception as error:  # a model failure on this batch fails its files, not the run
             reason = f"model failed: {' '.join(str(error).split())[:300]}"
             pending = [
-                Prepared(i.path, error=reason) if i.inputs is not None else i for i in pending
+                Prepared(i.found, error=reason) if i.inputs is not None else i for i in pending
             ]
     rate = model.metadata.sample_rate
     for item in pending:
@@ -180,15 +171,26 @@ def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Ite
             yield FileScore(item.found, error=item.error)
             continue
         file_probs = np.stack([next(probs) for _ in range(len(item.inputs.rows))])
-        segments = [
-            Segment(float(start) / rate, float(end) / rate, row)
-            for start, end, row in zip(
-                item.inputs.starts, item.inputs.ends, file_probs, strict=True
-            )
-        ]
+        segments = _segments(item.inputs, file_probs, rate)
         weights = np.maximum(item.inputs.ends - item.inputs.starts, 1).astype(np.float64)
         mean = (file_probs * weights[:, None]).sum(axis=0) / weights.sum()
         yield FileScore(item.found, item.samples / rate, mean.astype(np.float32), segments)
+
+
+def _predict(model: ScoringModel, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate(
+        [
+            model.predict(rows[start : start + batch_size])
+            for start in range(0, len(rows), batch_size)
+        ]
+    )
+
+
+def _segments(inputs: ModelInputs, probs: np.ndarray, rate: int) -> list[Segment]:
+    return [
+        Segment(float(start) / rate, float(end) / rate, row)
+        for start, end, row in zip(inputs.starts, inputs.ends, probs, strict=True)
+    ]
 
 
 def _score_stream(item: Prepared, model: ScoringModel, batch_size: int) -> FileScore:
@@ -197,32 +199,26 @@ def _score_stream(item: Prepared, model: ScoringModel, batch_size: int) -> FileS
     total, weight, samples, segments = None, 0.0, 0, []
     try:
         for chunk in item.stream():
-            probs = np.concatenate(
-                [
-                    model.predict(chunk.rows[i : i + batch_size])
-                    for i in range(0, len(chunk.rows), batch_size)
-                ]
-            )
+            probs = _predict(model, chunk.rows, batch_size)
             weights = np.maximum(chunk.ends - chunk.starts, 1).astype(np.float64)
             part = (probs * weights[:, None]).sum(axis=0)
             total = part if total is None else total + part
             weight += weights.sum()
             samples = max(samples, int(chunk.ends.max()))
-            segments += [
-                Segment(float(start) / rate, float(end) / rate, row)
-                for start, end, row in zip(chunk.starts, chunk.ends, probs, strict=True)
-            ]
-    except SerError as error:
-        return FileScore(item.found, error=_without_path(str(error), item.found.path))
+            segments += _segments(chunk, probs, rate)
     except Exception as error:  # a broken file must never stop the run
-        return FileScore(
-            item.found, error=f"{type(error).__name__}: {' '.join(str(error).split())}"
-        )
+        return FileScore(item.found, error=_failure(error, item.found.path))
     mean = (total / weight).astype(np.float32)
     return FileScore(item.found, samples / rate, mean, segments)
 
 
-def _without_path(message: str, path: Path) -> str:
-    """The report already has a path column: drop a leading ``<path>: `` from messages."""
-    prefix = f"{path}: "
-    return message[len(prefix) :] if message.startswith(prefix) else message
+def _failure(error: Exception, path: Path) -> str:
+    """One line for the report's error column (which sits beside the path column).
+
+    ser's own errors are already one line, less their leading ``<path>: ``; anything else is
+    unexpected and keeps its type name.
+    """
+    if isinstance(error, SerError):
+        message, prefix = str(error), f"{path}: "
+        return message[len(prefix) :] if message.startswith(prefix) else message
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
