@@ -13,7 +13,7 @@ import json
 import platform
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from torch import nn
 from ser.audio import center_window, load_audio
 from ser.corpus import Clip
 from ser.errors import ModelError, SerError
-from ser.export.onnx_io import attach_metadata, save_model
+from ser.export.onnx_io import attach_metadata, read_metadata, save_model
 from ser.export.optimize import convert_fp16, onnx_accuracy, optimize_graph, quantize_int8
 from ser.export.parity import ParityReport, compare_probabilities, require_parity
 from ser.metadata import ModelMetadata
@@ -146,18 +146,13 @@ def _accept_reduced(
             f"{kind} refused: validation accuracy {after:.4f} against {before:.4f} in float32 "
             f"({len(clips)} clips; at most {max_drop:.2f} drop allowed)"
         )
-    props = {p.key: p.value for p in quantized.metadata_props}
-    props["quantization"] = json.dumps(
-        {
-            "kind": "int8 dynamic MatMul" if kind == "int8" else "float16, for CUDA",
-            "validation_accuracy_fp32": before,
-            f"validation_accuracy_{kind}": after,
-        }
-    )
-    del quantized.metadata_props[:]
-    for key, value in props.items():
-        entry = quantized.metadata_props.add()
-        entry.key, entry.value = key, value
+    metadata = read_metadata(quantized)
+    note = {
+        "kind": "int8 dynamic MatMul" if kind == "int8" else "float16, for CUDA",
+        "validation_accuracy_fp32": before,
+        f"validation_accuracy_{kind}": after,
+    }
+    attach_metadata(quantized, replace(metadata, extra={**metadata.extra, "quantization": note}))
     return quantized
 
 

@@ -22,6 +22,11 @@ def attach_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> onnx.Mod
     return model
 
 
+def read_metadata(model: onnx.ModelProto) -> ModelMetadata:
+    """The ser contract stored in ``model``'s metadata_props."""
+    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+
+
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     """Write atomically: a failed export never leaves a truncated model at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)

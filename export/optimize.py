@@ -12,8 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ser.export.onnx_io import attach_metadata
-from ser.metadata import ModelMetadata
+from ser.export.onnx_io import attach_metadata, read_metadata
 
 
 def optimize_graph(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -22,7 +21,7 @@ def optimize_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     ``ORT_ENABLE_EXTENDED`` rather than ``ALL``: the latter adds layout changes for the machine
     it runs on, which must not be baked into a file that is shipped elsewhere.
     """
-    metadata = _metadata_of(model)
+    metadata = read_metadata(model)
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / "optimized.onnx"
         options = ort.SessionOptions()
@@ -41,7 +40,7 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    metadata = _metadata_of(model)
+    metadata = read_metadata(model)
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         onnx.save(model, source)
@@ -64,13 +63,13 @@ def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    metadata = _metadata_of(model)
+    metadata = read_metadata(model)
     return attach_metadata(convert_float_to_float16(model, keep_io_types=True), metadata)
 
 
 def onnx_accuracy(model: onnx.ModelProto, windows: np.ndarray, targets: np.ndarray) -> float:
     """Accuracy of ``model`` on centred windows ``[n, samples]`` (CPU, batches of 8)."""
-    metadata = _metadata_of(model)
+    metadata = read_metadata(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     predicted = np.concatenate(
         [
@@ -79,7 +78,3 @@ def onnx_accuracy(model: onnx.ModelProto, windows: np.ndarray, targets: np.ndarr
         ]
     ).argmax(axis=1)
     return float((predicted == targets).mean())
-
-
-def _metadata_of(model: onnx.ModelProto) -> ModelMetadata:
-    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
