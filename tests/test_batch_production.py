@@ -121,16 +121,21 @@ def test_kill_9_mid_run_then_incremental_finishes_with_every_file_once(tmp_path)
     for n in range(60):
         _write(audio / f"f{n:02d}.wav", 1.5, 100 + 3 * n)
     report = tmp_path / "r.csv"
-    command = [sys.executable, "-m", "ser.batch.cli", "score", str(audio), "-o", str(report),
-               "--workers", "1", "--batch-size", "1"]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    # The installed console script, run outside the checkout: from the repository root,
+    # `python -m ser...` would import the source folder `ser/`, which lacks the stage packages.
+    ser_batch = str(Path(sys.executable).with_name("ser-batch"))
+    command = [ser_batch, "score", str(audio), "-o", str(report)]
+    command += ["--workers", "1", "--batch-size", "1"]
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as sink:
+        process = subprocess.Popen(command, stderr=sink, cwd=tmp_path)
     journal = journal_path(report)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if journal.exists() and journal.read_text().count("\n") >= 5:
             break
         time.sleep(0.02)
-    assert process.poll() is None, "the run finished before it could be killed"
+    assert process.poll() is None, f"the run ended before it could be killed: {stderr.read_text()}"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not report.exists()
