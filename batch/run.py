@@ -92,7 +92,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
         segments: list[dict[str, str]] = []
         prepared = prepare_all(
             todo, lambda: frontend_for(model.metadata, hop_s=options.hop),
-            model.metadata.sample_rate, options.workers,
+            model.metadata.sample_rate, options.workers, ahead=options.batch_size,
         )  # fmt: skip
         for index, result in enumerate(score_prepared(prepared, model, options.batch_size)):
             row = report_row(result, model.labels, model.name, model.sha256)

@@ -70,7 +70,7 @@ class Prepared:
     stream: Callable[[], Iterator[ModelInputs]] | None = None
 
 
-STREAM_ABOVE_S = 300.0
+STREAM_ABOVE_S = 60.0
 MIN_DURATION_S = 0.1
 
 
@@ -98,12 +98,15 @@ def prepare_all(
     make_frontend: Callable[[], Frontend],
     sample_rate: int,
     workers: int = 1,
+    ahead: int = 0,
 ) -> Iterator[Prepared]:
     """Decode and featurise files in ``workers`` threads, yielding in input order.
 
-    At most ``2 x workers`` files are in flight, so memory stays bounded however many files
-    there are; decoding, resampling and openSMILE release the GIL, so threads overlap with
-    inference in the caller. Each thread has its own frontend.
+    At most ``ahead + 2 x workers`` files are in flight, so memory stays bounded however many
+    files there are (a file over ``STREAM_ABOVE_S`` holds no samples until it is scored). The
+    caller passes its batch size as ``ahead``: while it runs the model on one batch, the
+    threads decode the next one. Decoding, resampling and openSMILE release the GIL, so the
+    threads overlap with inference. Each thread has its own frontend.
     """
     if workers <= 1:
         frontend = make_frontend()
@@ -121,7 +124,7 @@ def prepare_all(
         in_flight: deque = deque()
         for item in found:
             in_flight.append(pool.submit(work, item))
-            if len(in_flight) >= 2 * workers:
+            if len(in_flight) >= ahead + 2 * workers:
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
