@@ -24,15 +24,11 @@ from ser.corpus import read_ravdess
 from ser.training.cache import default_cache_dir
 from ser.training.neural import NeuralConfig, encode_corpus, train_head
 
-from common import RAVDESS_16K, WHISPER_TINY, describe_machine
+from common import describe_machine, neural_run_options
 
 
 @click.command()
-@click.option("--backbone", default=str(WHISPER_TINY), show_default=True)
-@click.option("--data", type=click.Path(exists=True, path_type=Path),
-              default=RAVDESS_16K)  # fmt: skip
-@click.option("--seeds", default=3, show_default=True)
-@click.option("--epochs", default=20, show_default=True)
+@neural_run_options
 @click.option("--heads", default="reference,pooled", show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
 def main(
