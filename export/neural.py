@@ -214,6 +214,7 @@ def neural_metadata(checkpoint: NeuralCheckpoint, model: onnx.ModelProto) -> Mod
             "backbone": config["backbone"],
             "family": config["family"],
             "head": config["head"],
+            "ensemble": config.get("ensemble", 1),
             "layers": config["layers"],
             "test_metrics": metrics,
             "manifest_hash": config["manifest_hash"],

@@ -24,6 +24,7 @@ from ser.export.neural import (
 from ser.export.parity import ParityError
 from ser.metadata import ModelMetadata
 from ser.training.checkpoint import load_checkpoint
+from ser.training.heads import HeadEnsemble
 from ser.training.neural import NeuralConfig, train_neural
 
 from synth import class_signal
@@ -57,6 +58,27 @@ def test_export_passes_parity_and_carries_metadata(checkpoints, tmp_path, backbo
     assert meta.extra_json("head") == head and meta.extra_json("test_metrics")["n"] == 24
     assert {"backbone", "manifest_hash", "versions"} <= set(meta.extra)
     assert [o.name for o in model.graph.output] == ["logits", "probs"]
+
+
+def test_an_ensemble_averages_its_members_and_exports_as_one_graph(
+    synthetic_manifest, tiny_whisper, tmp_path
+):
+    clips = load_corpus(synthetic_manifest)
+    config = replace(QUICK, backbone=str(tiny_whisper), head="pooled", seed=3, ensemble=2)
+    run = train_neural(clips, tmp_path / "ens", tmp_path / "cache", config)
+    assert [m["seed"] for m in run.metrics["members"]] == [3, 4]
+    head = load_checkpoint(tmp_path / "ens").head
+    assert isinstance(head, HeadEnsemble) and len(head.members) == 2
+    layers, _, hidden = head.members[0].standardize.mean.shape
+    states = torch.randn(5, layers, 7, hidden)
+    with torch.inference_mode():
+        members = torch.stack([torch.softmax(m(states), -1) for m in head.members])
+        np.testing.assert_allclose(
+            torch.softmax(head(states), -1).numpy(), members.mean(0).numpy(), atol=1e-6
+        )
+        assert not torch.allclose(members[0], members[1])  # two different heads
+    exported = export_neural(tmp_path / "ens", tmp_path / "ens.onnx")
+    assert exported.parity.ok and exported.metadata.extra_json("ensemble") == 2
 
 
 @pytest.mark.parametrize("backbone", ["whisper", "wav2vec2"])

@@ -119,8 +119,10 @@ def test_cli_neural_trains(synthetic_manifest, tiny_whisper, tmp_path):
         train_main,
         ["neural", "--data", str(synthetic_manifest), "--out", str(tmp_path / "o"),
          "--cache-dir", str(tmp_path / "c"), "--backbone", str(tiny_whisper), "--window", "1",
-         "--epochs", "3", "--views", "1", "--no-augment", "--head", "pooled", "--layers", "last"],
+         "--epochs", "3", "--views", "1", "--no-augment", "--head", "pooled", "--layers", "last",
+         "--ensemble", "2"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "validation accuracy=" in result.output and "test accuracy=" in result.output
-    assert json.loads((tmp_path / "o" / "config.json").read_text())["layers"] == "last"
+    saved = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert (saved["layers"], saved["ensemble"]) == ("last", 2)

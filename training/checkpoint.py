@@ -55,6 +55,7 @@ def load_checkpoint(folder: Path) -> NeuralCheckpoint:
         classes=len(config["labels"]),
         layers=config["layers"],
         dropout=config.get("dropout", 0.3),
+        ensemble=config.get("ensemble", 1),
     )
     head.load_state_dict(load_file(str(folder / HEAD_FILE)))
     return NeuralCheckpoint(folder, config, head.eval())

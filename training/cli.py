@@ -84,6 +84,13 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
 )
 @click.option("--seed", default=0, show_default=True)
 @click.option(
+    "--ensemble",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Heads to train (seeds SEED, SEED+1, ...); their probabilities are averaged.",
+)
+@click.option(
     "--whisper-pad-30s/--no-whisper-pad-30s",
     default=False,
     show_default=True,

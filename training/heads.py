@@ -6,10 +6,15 @@
   deviation over the valid frames (padding excluded), then a small MLP.
 
 Both start by standardising the states with training statistics, then mix the layers: the last
-layer alone, or a learned softmax-weighted sum of all layers (Pepino et al. 2021).
+layer alone, or a learned softmax-weighted sum of all layers (Pepino et al. 2021). Several heads
+trained with different seeds can be averaged as one :class:`HeadEnsemble`.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -126,6 +131,22 @@ class PooledHead(nn.Module):
         return self.classifier(torch.cat([mean, torch.sqrt(var + 1e-6)], dim=1))
 
 
+class HeadEnsemble(nn.Module):
+    """Heads trained apart on the same states; their class probabilities are averaged.
+
+    ``forward`` returns the log of the mean probability, so that a softmax over its output (what
+    the exported graph applies to any head) gives exactly the members' mean probabilities.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        logs = torch.stack([torch.log_softmax(m(states, valid), dim=-1) for m in self.members])
+        return torch.logsumexp(logs, dim=0) - math.log(len(self.members))
+
+
 def build_head(
     kind: str,
     *,
@@ -136,8 +157,19 @@ def build_head(
     layers: str,
     dropout: float = 0.3,
     frame_dropout: float = 0.0,
+    ensemble: int = 1,
 ) -> nn.Module:
-    """A head by name; the dropouts apply to ``pooled`` (``reference`` keeps the study's 0.5)."""
+    """A head by name; the dropouts apply to ``pooled`` (``reference`` keeps the study's 0.5).
+
+    ``ensemble`` above 1 gives a :class:`HeadEnsemble` of that many untrained heads (the form a
+    checkpoint is loaded into; training fits each member on its own).
+    """
+    if ensemble > 1:
+        member = partial(
+            build_head, kind, num_layers=num_layers, frames=frames, hidden=hidden,
+            classes=classes, layers=layers, dropout=dropout, frame_dropout=frame_dropout,
+        )  # fmt: skip
+        return HeadEnsemble([member() for _ in range(ensemble)])
     if kind == "reference":
         return ReferenceHead(num_layers, frames, hidden, classes, layers)
     if kind == "pooled":

@@ -6,6 +6,8 @@ noise and time-stretch augmentation, class-balanced sampling with replacement (a
 label smoothing, and the epoch with the best validation accuracy kept. The encoder runs once per
 clip and view; the head trains on the cache. ``seed`` drives the head's initialisation, sampling
 and dropout; the training views are drawn with ``view_seed``, so they are encoded only once.
+``ensemble`` N trains N heads (seeds ``seed`` to ``seed + N - 1``) on the same cache and averages
+their probabilities: the encoder, which costs nearly all of the inference, still runs once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,7 @@ from ser.training.cache import ArrayCache
 from ser.training.checkpoint import save_checkpoint
 from ser.training.checks import check_readable
 from ser.training.encoding import EncodedClips, encode_clips
-from ser.training.heads import build_head
+from ser.training.heads import HeadEnsemble, build_head
 from ser.training.metrics import classification_metrics
 from ser.training.plots import plot_confusion_matrix, plot_training_curves
 
@@ -54,6 +56,7 @@ class NeuralConfig:
     dropout: float = 0.3
     frame_dropout: float = 0.3
     seed: int = 0
+    ensemble: int = 1
     view_seed: int = 0
     whisper_pad_30s: bool = False
 
@@ -122,20 +125,33 @@ def train_neural(
 def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> NeuralRun:
     """Train a head on an encoded corpus and write the checkpoint folder ``out_dir``."""
     backbone, labels = corpus.backbone, LABELS
-    torch.manual_seed(config.seed)
     frames = backbone.num_frames(corpus.window)
-    head = build_head(
-        config.head, num_layers=backbone.num_layers, frames=frames,
-        hidden=backbone.hidden_size, classes=len(labels), layers=config.layers,
-        dropout=config.dropout, frame_dropout=config.frame_dropout,
-    )  # fmt: skip
-    head.standardize.fit(corpus.train.states[:: max(1, len(corpus.train) // 256), 0])
-    head, history, epoch_s = _fit(head, corpus.train, corpus.validation, config)
-    metrics = {"validation": _evaluate(head, corpus.validation, labels)}
-    if corpus.test is not None:
-        metrics["test"] = _evaluate(head, corpus.test, labels)
-    metrics["timing"] = _timing(backbone, corpus, epoch_s)
+    members, histories, epoch_times = [], [], []
+    for seed in range(config.seed, config.seed + config.ensemble):
+        torch.manual_seed(seed)
+        head = build_head(
+            config.head, num_layers=backbone.num_layers, frames=frames,
+            hidden=backbone.hidden_size, classes=len(labels), layers=config.layers,
+            dropout=config.dropout, frame_dropout=config.frame_dropout,
+        )  # fmt: skip
+        head.standardize.fit(corpus.train.states[:: max(1, len(corpus.train) // 256), 0])
+        head, history, epoch_s = _fit(
+            head, corpus.train, corpus.validation, replace(config, seed=seed)
+        )
+        members.append(head)
+        histories.append(history)
+        epoch_times.append(epoch_s)
+    head = HeadEnsemble(members).eval() if config.ensemble > 1 else members[0]
+    history = histories[0]
+    metrics = _split_metrics(head, corpus, labels)
+    metrics["timing"] = _timing(backbone, corpus, float(np.mean(epoch_times)))
     metrics["best_epoch"] = int(np.argmax(history["validation_accuracy"])) + 1
+    if config.ensemble > 1:
+        metrics["members"] = [
+            {"seed": config.seed + k, **_accuracies(member, corpus, labels),
+             "best_epoch": int(np.argmax(h["validation_accuracy"])) + 1}
+            for k, (member, h) in enumerate(zip(members, histories, strict=True))
+        ]  # fmt: skip
 
     run_config = {
         "model": "neural",
@@ -232,6 +248,21 @@ def _logits(head: nn.Module, data: EncodedClips, batch_size: int = 64) -> torch.
             part = slice(start, start + batch_size)
             outputs.append(head(data.states[part, 0].float(), data.valid[part, 0]))
     return torch.cat(outputs)
+
+
+def _split_metrics(head: nn.Module, corpus: EncodedCorpus, labels: Sequence[str]) -> dict:
+    metrics = {"validation": _evaluate(head, corpus.validation, labels)}
+    if corpus.test is not None:
+        metrics["test"] = _evaluate(head, corpus.test, labels)
+    return metrics
+
+
+def _accuracies(head: nn.Module, corpus: EncodedCorpus, labels: Sequence[str]) -> dict:
+    """Validation and test accuracy alone (an ensemble member's line in metrics.json)."""
+    return {
+        f"{split}_accuracy": round(metrics["accuracy"], 4)
+        for split, metrics in _split_metrics(head, corpus, labels).items()
+    }
 
 
 def _evaluate(head: nn.Module, data: EncodedClips, labels: Sequence[str]) -> dict:
