@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
@@ -13,6 +14,12 @@ from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
 from ser.errors import ModelError
+from ser.export.invariance import (
+    InvarianceReport,
+    batch_invariance,
+    require_invariance,
+    session_runner,
+)
 from ser.export.onnx_io import attach_metadata, run_onnx, save_model
 from ser.export.parity import ParityReport, compare_probabilities, require_parity
 from ser.metadata import ModelMetadata
@@ -22,12 +29,21 @@ FOREST_TOLERANCE = 1e-5
 INPUT_NAME, PROBS_NAME = "features", "probs"
 
 
-def export_forest(model_dir: Path, out_path: Path) -> ParityReport:
+@dataclass(frozen=True)
+class ForestExport:
+    """The two gates a written forest passed."""
+
+    parity: ParityReport
+    invariance: InvarianceReport
+
+
+def export_forest(model_dir: Path, out_path: Path) -> ForestExport:
     """Convert, check against scikit-learn on the saved test features, then write ``out_path``.
 
     Raises:
         ModelError: when ``model_dir`` is not a trained forest.
         ParityError: with the figures, when ONNX Runtime disagrees with scikit-learn.
+        InvarianceError: with the figures, when a row's scores depend on its batch.
     """
     forest, config, metrics = _load_trained_forest(model_dir)
     n_features = len(config["feature_names"])
@@ -65,8 +81,10 @@ def export_forest(model_dir: Path, out_path: Path) -> ParityReport:
         FOREST_TOLERANCE,
     )
     require_parity(report, str(out_path))
+    runner = session_runner(model.SerializeToString(), INPUT_NAME, PROBS_NAME)
+    invariance = require_invariance(batch_invariance(runner, features), str(out_path))
     save_model(model, out_path)
-    return report
+    return ForestExport(report, invariance)
 
 
 def _load_trained_forest(model_dir: Path) -> tuple[object, dict, dict]:

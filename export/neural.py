@@ -26,6 +26,12 @@ from torch import nn
 from ser.audio import center_window, load_audio
 from ser.corpus import Clip
 from ser.errors import ModelError, SerError
+from ser.export.invariance import (
+    InvarianceReport,
+    batch_invariance,
+    require_invariance,
+    session_runner,
+)
 from ser.export.onnx_io import attach_metadata, read_metadata, save_model
 from ser.export.optimize import convert_fp16, onnx_accuracy, optimize_graph, quantize_int8
 from ser.export.parity import ParityReport, compare_probabilities, require_parity
@@ -60,6 +66,7 @@ class NeuralExport:
     model: onnx.ModelProto
     metadata: ModelMetadata
     parity: ParityReport
+    invariance: InvarianceReport
 
 
 def build_classifier(checkpoint: NeuralCheckpoint) -> WaveformClassifier:
@@ -93,6 +100,7 @@ def export_neural(
         ModelError: for a folder that is not a neural checkpoint or a backbone that cannot load.
         ParityError: with the figures, when ONNX Runtime disagrees with PyTorch.
         QuantizationRefused: with both accuracies, when int8 loses too much.
+        InvarianceError: with the figures, when a window's scores depend on its batch.
     """
     checkpoint = load_checkpoint(checkpoint_dir)
     if quantize and fp16:
@@ -116,12 +124,12 @@ def export_neural(
         final = _accept_reduced(
             model, final, reduced, validation_clips, window, checkpoint, max_accuracy_drop
         )
-    elif optimize:
-        graph = final.SerializeToString()
+    graph = final.SerializeToString()
+    if optimize and not reduced:
         report = require_parity(check_parity(classifier, graph, inputs), f"{out_path} (optimised)")
-    model = final
-    save_model(model, out_path)
-    return NeuralExport(model, metadata, report)
+    invariance = require_invariance(check_invariance(graph, inputs), str(out_path))
+    save_model(final, out_path)
+    return NeuralExport(final, metadata, report, invariance)
 
 
 def _accept_reduced(
@@ -148,7 +156,9 @@ def _accept_reduced(
         )
     metadata = read_metadata(quantized)
     note = {
-        "kind": "int8 dynamic MatMul" if kind == "int8" else "float16, for CUDA",
+        "kind": "int8 MatMul weights, activations quantised per row"
+        if kind == "int8"
+        else "float16, for CUDA",
         "validation_accuracy_fp32": before,
         f"validation_accuracy_{kind}": after,
     }
@@ -158,11 +168,12 @@ def _accept_reduced(
 
 def check_exported(
     model_path: Path, checkpoint_dir: Path, *, parity_clips: Sequence[Clip] = ()
-) -> ParityReport:
-    """Re-run the parity gate on an already written model (``ser-export check``).
+) -> tuple[ParityReport, InvarianceReport]:
+    """Re-run the parity and batch-invariance gates on an already written model.
 
     Raises:
         ParityError: with the figures, when the file disagrees with its checkpoint.
+        InvarianceError: with the figures, when a window's scores depend on its batch.
     """
     checkpoint = load_checkpoint(checkpoint_dir)
     classifier = build_classifier(checkpoint)
@@ -171,7 +182,13 @@ def check_exported(
     except OSError as error:
         raise ModelError(f"{model_path}: cannot read ({error.strerror})") from None
     inputs = parity_inputs(parity_clips, checkpoint.config["window"])
-    return require_parity(check_parity(classifier, model_bytes, inputs), str(model_path))
+    parity = require_parity(check_parity(classifier, model_bytes, inputs), str(model_path))
+    return parity, require_invariance(check_invariance(model_bytes, inputs), str(model_path))
+
+
+def check_invariance(model_bytes: bytes, inputs: np.ndarray) -> InvarianceReport:
+    """The batch-invariance gate on ``inputs`` (filled up to the largest batch size)."""
+    return batch_invariance(session_runner(model_bytes, INPUT_NAME, PROBS_NAME), inputs)
 
 
 def trace_to_onnx(classifier: nn.Module, window: int, *, dynamic_length: bool) -> onnx.ModelProto:

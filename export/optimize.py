@@ -14,6 +14,8 @@ import onnxruntime as ort
 
 from ser.export.onnx_io import attach_metadata, read_metadata
 
+WEIGHT_BLOCK = 32
+
 
 def optimize_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """ONNX Runtime's extended graph optimisations (constant folding, fusions), done offline.
@@ -33,10 +35,31 @@ def optimize_graph(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """int8 weights of the matrix multiplications, activations quantised per row (MatMulNBits).
+
+    This is the int8 that ``ser-export --quantize int8`` makes. Each weight matrix is stored
+    in 8 bits with a scale per block of 32 input channels; at run time ONNX Runtime quantises
+    the activations block by block *within each row* (``accuracy_level`` 4, int8 dot products),
+    so a window's result never depends on its batch-mates, unlike dynamic quantisation
+    (:func:`quantize_dynamic_int8`), whose activation scale spans the whole batch. Matrix
+    products of two activations (attention scores) and convolutions stay float32.
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    metadata = read_metadata(model)
+    quantizer = MatMulNBitsQuantizer(
+        model, bits=8, block_size=WEIGHT_BLOCK, is_symmetric=True, accuracy_level=4
+    )
+    quantizer.process()
+    return attach_metadata(quantizer.model.model, metadata)
+
+
+def quantize_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     """Dynamic int8 quantisation of the matrix multiplications (int8 weights, runtime scales).
 
-    Convolutions stay float: dynamically quantised ConvInteger is slower than float Conv in ONNX
-    Runtime on CPU, and the feature encoders are mostly convolutions.
+    Kept to measure against (``benchmarks/quantization.py``), never exported: its activation
+    scale is computed over the whole batch tensor, so scores depend on the batch and the
+    batch-invariance gate refuses it.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -50,6 +73,50 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
             op_types_to_quantize=["MatMul"],
             weight_type=QuantType.QInt8,
             per_channel=True,
+        )
+        quantized = onnx.load(target)
+    return attach_metadata(quantized, metadata)
+
+
+def quantize_static_int8(model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
+    """Static int8 (QDQ) of the matrix multiplications, activation scales fixed by calibration.
+
+    Batch-invariant, since every scale is a constant of the graph; ``calibration`` is a set of
+    training windows ``[n, samples]`` whose activation ranges fix those scales.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    metadata = read_metadata(model)
+    name = metadata.input_name
+
+    class Windows(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rows = iter(calibration[i : i + 8] for i in range(0, len(calibration), 8))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            rows = next(self.rows, None)
+            return None if rows is None else {name: rows.astype(np.float32)}
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        onnx.save(model, source)
+        quantize_static(
+            source,
+            target,
+            Windows(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={"ActivationSymmetric": True, "CalibPercentile": 99.99},
         )
         quantized = onnx.load(target)
     return attach_metadata(quantized, metadata)

@@ -69,3 +69,23 @@ def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     WhisperModel(config).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def checkpoints(synthetic_manifest, tiny_whisper, tiny_wav2vec2, tmp_path_factory):
+    """Tiny neural checkpoints for each (backbone, head), trained once for the whole run."""
+    from dataclasses import replace
+
+    from ser.corpus import load_corpus
+    from ser.training.neural import NeuralConfig, train_neural
+
+    quick = NeuralConfig(window_s=1.0, views=1, epochs=2, augment=False)
+    clips = load_corpus(synthetic_manifest)
+    cache = tmp_path_factory.mktemp("states")
+    folders = {}
+    for name, backbone in (("whisper", tiny_whisper), ("wav2vec2", tiny_wav2vec2)):
+        for head in ("pooled", "reference"):
+            out = tmp_path_factory.mktemp(f"{name}-{head}")
+            train_neural(clips, out, cache, replace(quick, backbone=str(backbone), head=head))
+            folders[name, head] = out
+    return folders

@@ -135,8 +135,9 @@ def test_forest_on_real_ravdess_subset_exports_with_parity(tmp_path):
     run = train_forest(clips, tmp_path / "m", tmp_path / "cache")
     assert run.metrics["n"] == 60
     assert run.metrics["accuracy"] > 0.2  # chance is 0.125; four actors are little data
-    report = export_forest(tmp_path / "m", tmp_path / "f.onnx")
-    assert report.ok and report.n == 60 and report.max_abs_diff <= 1e-5
+    exported = export_forest(tmp_path / "m", tmp_path / "f.onnx")
+    assert exported.parity.ok and exported.parity.n == 60 and exported.parity.max_abs_diff <= 1e-5
+    assert exported.invariance.ok and exported.invariance.n >= 64
 
 
 @needs_ravdess
