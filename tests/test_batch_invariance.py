@@ -19,7 +19,7 @@ from ser.export.neural import check_invariance, export_neural, parity_inputs
 from ser.export.onnx_io import save_model
 from ser.export.optimize import quantize_dynamic_int8, quantize_int8, quantize_static_int8
 
-from synth import class_signal
+from synth import RAVDESS_16K, class_signal, needs_ravdess
 
 
 def _row_softmax(rows: np.ndarray) -> np.ndarray:
@@ -106,6 +106,27 @@ def test_the_gate_runs_on_any_saved_model(checkpoints, tmp_path):
     runner = session_runner(str(tmp_path / "dyn.onnx"), "audio", "probs")
     assert not batch_invariance(runner, parity_inputs([], 16_000)).ok
     assert onnx.load(tmp_path / "dyn.onnx").graph.node  # the file itself is a valid graph
+
+
+@needs_ravdess
+def test_the_shipped_default_model_is_batch_invariant_on_the_ravdess_test_clips():
+    from ser.audio import center_window, load_audio
+    from ser.corpus import read_ravdess, select
+    from ser.models import DEFAULT_MODEL, shipped_model_path
+
+    clips = select(read_ravdess(RAVDESS_16K), "test")
+    windows = np.stack([center_window(load_audio(clip.path), 64_000) for clip in clips])
+    runner = session_runner(str(shipped_model_path(DEFAULT_MODEL)), "audio", "probs")
+    report = batch_invariance(runner, windows)
+    assert report.n == 120 and report.ok, report
+
+
+def test_the_shipped_forest_scores_each_row_on_its_own():
+    from ser.models import shipped_model_path
+
+    path = str(shipped_model_path("forest"))
+    features = np.random.default_rng(3).standard_normal((40, 88)).astype(np.float32)
+    assert batch_invariance(session_runner(path, "features", "probs"), features).ok
 
 
 def _validation(tmp_path):
