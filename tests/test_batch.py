@@ -57,7 +57,7 @@ def test_report_write_is_atomic_and_round_trips(tmp_path, monkeypatch):
     def full_disk(*_args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("ser.batch.report.publish", full_disk)
+    monkeypatch.setattr("ser.files.publish", full_disk)
     with pytest.raises(OSError, match="No space"):
         write_report(str(path), rows, ["a", "b"], "csv")
     assert path.read_text() == "old\n" and list(tmp_path.iterdir()) == [path]

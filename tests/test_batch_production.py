@@ -18,11 +18,12 @@ from click.testing import CliRunner
 from ser.batch.cli import EXIT_FILES_FAILED, EXIT_LOCKED, main
 from ser.batch.journal import journal_path
 from ser.batch.progress import Progress
-from ser.batch.report import read_report
+from ser.batch.report import path_from_cell, read_report
 from ser.batch.run import provenance_path
 from ser.batch.runlock import lock_path, run_lock
 
 from synth import voiced
+from synth import write_voiced as _write
 
 
 def _score(*args: str, stdin: str | None = None):
@@ -31,12 +32,6 @@ def _score(*args: str, stdin: str | None = None):
 
 def _rows(path: Path) -> list[dict[str, str]]:
     return read_report(path, "csv")
-
-
-def _write(path: Path, seconds: float = 1.0, f0: float = 150.0, rate: int = 16_000, **kwargs):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, voiced(f0, seconds, rate), rate, **kwargs)
-    return path
 
 
 @pytest.fixture
@@ -78,7 +73,7 @@ def test_hostile_corpus_gets_one_row_per_input_and_no_crash(hostile, tmp_path, m
     rows = _rows(tmp_path / "r.csv")
     by_name = {}
     for row in rows:
-        by_name.setdefault(Path(row["path"]).name, []).append(row)
+        by_name.setdefault(path_from_cell(row["path"]).name, []).append(row)
     audio_rows = {name: found for name, found in by_name.items() if name in names}
     assert set(audio_rows) == names
     assert all(len(found) == 1 for found in audio_rows.values())
@@ -176,7 +171,7 @@ def test_the_old_report_survives_a_failure_at_the_end(tmp_path, monkeypatch):
     def disk_full(*_args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("ser.batch.report.publish", disk_full)
+    monkeypatch.setattr("ser.files.publish", disk_full)
     result = _score(str(tmp_path / "a.wav"), "-o", str(report))
     assert result.exit_code != 0
     assert report.read_text() == "the previous report\n"
