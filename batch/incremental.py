@@ -99,13 +99,11 @@ def plan_run(
     """Match what was found against what earlier runs left."""
     reused = {}
     for index, found in enumerate(discovery.found):
-        row = previous.rows.get(path_cell(found.path))
+        key = found_key(found, sha, settings)
+        row = previous.rows.get(key[0])
         if row is None or row.get("status") != "ok":
             continue  # new, or an error row: retried
-        key = row_key(row)
-        if key == found_key(found, sha, settings) and (
-            not with_segments or key in previous.segments
-        ):
+        if row_key(row) == key and (not with_segments or key in previous.segments):
             reused[index] = row
     present = {path_cell(found.path) for found in discovery.found}
     silent = [path_cell(empty.path) for empty in discovery.empty_inputs]

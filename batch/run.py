@@ -195,8 +195,8 @@ def _output_failure(error: OSError, report: Path, journal: Journal | None) -> st
     message = f"cannot write {where} ({error.strerror or error}); the previous report is intact"
     if journal is not None:
         message += (
-            f"; {journal.rows} scored files are kept in {journal.path} for the next "
-            "--incremental run"
+            f"; the {journal.rows} files this run scored are kept in {journal.path} for the "
+            "next --incremental run"
         )
     return message
 

@@ -420,8 +420,10 @@ def test_an_input_without_files_is_an_error_and_keeps_its_rows(tmp_path):
         "its previous rows are kept",
     ]
     assert _rows(report) == before
-    result = _score(str(second), "-o", "-")
-    assert result.exit_code == EXIT_INPUTS and "nothing scored from it" in result.output
+    (first / "bad.wav").write_bytes(b"not audio")
+    result = _score(str(first), str(second), "-o", "-")
+    assert result.exit_code == EXIT_INPUTS  # wins over EXIT_FILES_FAILED
+    assert "nothing scored from it" in result.output and ",error," in result.output
 
 
 def test_dropping_more_than_half_of_the_rows_needs_allow_shrink(tmp_path):
