@@ -1,12 +1,19 @@
 """``ser-batch``: score folders of audio into a report with an exported ONNX model.
 
 Exit status: 0 every file scored; 3 some files failed (their rows say why); 2 usage, model or
-output errors (nothing scored); 4 another run holds this report's lock; 1 an unexpected crash.
+output errors (nothing scored); 4 another run holds this report's lock; 5 writing failed during
+the run (a full disk, the report's folder removed); 6 an input yielded no files, or the run
+would drop more than half of the report's rows; 130 / 143 stopped by SIGINT / SIGTERM;
+1 an unexpected crash.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -15,6 +22,16 @@ from ser.clitools import one_line_errors, version_option
 from ser.models import DEFAULT_MODEL
 
 EXIT_OK, EXIT_USAGE, EXIT_FILES_FAILED, EXIT_LOCKED = 0, 2, 3, 4
+EXIT_OUTPUT_FAILED, EXIT_INPUTS = 5, 6
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """A stop signal arrived; a BaseException, so that no per-file handler swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @click.group()
@@ -79,19 +96,38 @@ def main() -> None:
     is_flag=True,
     help="With --incremental, keep rows of files that no longer exist (default: drop them).",
 )
+@click.option(
+    "--allow-shrink",
+    is_flag=True,
+    help="With --incremental, allow dropping more than half of the report's rows in one run.",
+)
 @one_line_errors
 def score(inputs: tuple[Path, ...], **options) -> None:
     """Score audio files and folders (recursively) into a report, one row per file."""
+    from ser.batch.incremental import ShrinkRefused
     from ser.batch.run import RunOptions, run_scoring
     from ser.batch.runlock import RunLocked
+    from ser.files import OutputFailed
 
     if not inputs and not options["files_from"]:
         raise click.UsageError("give files or directories to score, or --files-from")
     try:
-        outcome = run_scoring(list(inputs), RunOptions(**options))
+        with _stop_signals_raise():
+            outcome = run_scoring(list(inputs), RunOptions(**options))
     except RunLocked as error:
-        click.echo(f"Error: {error}", err=True)
-        sys.exit(EXIT_LOCKED)
+        _fail(error, EXIT_LOCKED)
+    except OutputFailed as error:
+        _fail(error, EXIT_OUTPUT_FAILED)
+    except ShrinkRefused as error:
+        _fail(error, EXIT_INPUTS)
+    except Interrupted as stop:
+        kept = "nothing written" if options["output"] == "-" else (
+            "the previous report is intact and the files scored so far are kept in its journal "
+            "for the next --incremental run"
+        )  # fmt: skip
+        _fail(f"stopped by {stop}; {kept}", 128 + stop.signum)
+    if outcome.empty_inputs:
+        sys.exit(EXIT_INPUTS)
     sys.exit(EXIT_FILES_FAILED if outcome.failed else EXIT_OK)
 
 
@@ -108,6 +144,35 @@ def summarize(report: Path, plot: Path | None) -> None:
     if plot is not None:
         plot_summary(summary, plot)
         click.echo(f"wrote {plot}")
+
+
+def _fail(error: object, status: int) -> None:
+    click.echo(f"Error: {error}", err=True)
+    sys.exit(status)
+
+
+@contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` in the main thread.
+
+    The exception unwinds the run like any error: the lock is released, the pid file removed,
+    temporary files deleted, the journal kept. A second signal during that cleanup is ignored.
+    """
+
+    def stop(signum: int, _frame: object) -> None:
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; an embedding program keeps its own
+        return
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 if __name__ == "__main__":

@@ -1,89 +1,175 @@
-"""Which files a run scores, in a deterministic order.
+"""Which files a run scores, in a deterministic order, each once.
 
 Named files are always taken; below named directories (walked recursively, following symbolic
-links but never in a loop) files with an audio extension are taken, or those matching
-``include`` globs when given. ``exclude`` globs drop files and whole directories. Missing inputs,
-unreadable directories and symlink loops come out as entries with ``error`` set, never raise.
+links, without recursion in Python so depth has no limit) files with an audio extension are
+taken, or those matching ``include`` globs when given. ``exclude`` globs drop files and whole
+directories. A directory reached twice (through another link, or a cycle) is walked once, and a
+file reached by several paths (overlapping inputs, links) is kept once, under the first path
+it was found by. Only regular files are ever opened: anything else, unreadable directories and
+symlink loops come out as entries with ``error`` set. An input that yields no entry at all (it
+does not exist, or holds no matching file) is listed in ``Discovery.empty_inputs``, so a caller
+can tell an unmounted share from a folder whose files were deleted one by one.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ser.audio import AUDIO_EXTENSIONS
+from ser.errors import SerError
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
 
 
 @dataclass(frozen=True)
 class Found:
-    """A path to score (with its size and modification time), or why it cannot be walked."""
+    """A path to score (with its size and modification time), or why it cannot be used."""
 
     path: Path
     error: str = ""
     size_bytes: int | None = None
     mtime_ns: int | None = None
+    identity: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, path: Path) -> Found:
-        """A found file, stamped with its size and modification time now."""
+        """The file at ``path`` now: stamped with size and time, or the reason it is unusable."""
         try:
-            stat = path.stat()
+            info = path.stat()
         except OSError as error:
-            return cls(path, f"cannot read file ({error.strerror})")
-        return cls(path, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            return cls(path, _stat_problem(path, error))
+        identity = (info.st_dev, info.st_ino)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "a special file")
+            return cls(path, f"not a regular file ({kind})", identity=identity)
+        return cls(path, "", info.st_size, info.st_mtime_ns, identity)
+
+
+@dataclass(frozen=True)
+class EmptyInput:
+    """An input that yielded no file, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The entries to score, in order, and the inputs that yielded none."""
+
+    found: list[Found]
+    empty_inputs: list[EmptyInput]
+
+    def __iter__(self) -> Iterator[Found]:
+        return iter(self.found)
+
+    def __len__(self) -> int:
+        return len(self.found)
 
 
 def discover(
     inputs: Iterable[str | Path], *, include: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> Iterator[Found]:
-    """Yield every input file and every matching file below every input directory."""
+) -> Discovery:
+    """Every input file and every matching file below every input directory, each once."""
+    found: list[Found] = []
+    empty: list[EmptyInput] = []
+    seen: set[object] = set()
     for raw in inputs:
         path = Path(raw)
         if _matches(path, exclude):
             continue
-        if path.is_dir():
-            yield from _walk(path, include, exclude)
-        elif path.exists():
-            yield Found.of(path)
-        elif path.is_symlink():
-            yield Found(path, _link_problem(path))
-        else:
-            yield Found(path, "no such file or directory")
+        entries, reason = _entries(path, include, exclude)
+        if reason:
+            empty.append(EmptyInput(path, reason))
+        found += _first_of_each(entries, seen)
+    return Discovery(found, empty)
 
 
 def read_file_list(source: str) -> list[str]:
-    """Paths, one per line, from a file or ``-`` (standard input); blank lines are skipped."""
-    if source == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        lines = Path(source).read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if line.strip()]
+    """Paths, one per line, from a file or ``-`` (standard input); blank lines are skipped.
+
+    Lines are bytes decoded as the OS decodes file names, so any name a folder holds can be
+    listed.
+
+    Raises:
+        SerError: when the list cannot be read.
+    """
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as error:
+        raise SerError(f"--files-from {source}: cannot read ({error.strerror})") from None
+    return [os.fsdecode(line) for line in data.splitlines() if line.strip()]
 
 
-def _walk(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Iterator[Found]:
-    errors: list[OSError] = []
-    found: list[Found] = []
-    seen: set[tuple[int, int]] = set()
-    for folder, dirs, files in os.walk(root, onerror=errors.append, followlinks=True):
-        stat = os.stat(folder)
-        if (stat.st_dev, stat.st_ino) in seen:
-            found.append(Found(Path(folder), "symlink loop: directory already visited"))
-            dirs.clear()
+def _entries(path: Path, include: Sequence[str], exclude: Sequence[str]) -> tuple[list[Found], str]:
+    """One input's entries, or why it has none."""
+    if path.is_dir():
+        entries = _walk(path, include, exclude)
+        return entries, "" if entries else "no matching audio files in it"
+    found = Found.of(path)
+    if found.error and not os.path.exists(path):  # missing, a broken link or a link loop
+        return [], found.error
+    return [found], ""
+
+
+def _walk(root: Path, include: Sequence[str], exclude: Sequence[str]) -> list[Found]:
+    """Files below ``root``, sorted and each once; then directories that could not be read.
+
+    The walk is iterative (two stacks, no recursion), so depth has no limit. Folders reached
+    without a symbolic link are walked before those reached through one, so a folder or file
+    that both reach is shown by its real path.
+    """
+    found: list[tuple[bool, Found]] = []
+    problems: list[Found] = []
+    visited: set[tuple[int, int]] = set()
+    real, linked = [root], []
+    while real or linked:
+        via_link = not real
+        folder = linked.pop() if via_link else real.pop()
+        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in visited:
+                continue  # reached before, through another link or a cycle: walked once
+            visited.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as scan:
+                names = sorted(entry.name for entry in scan)
+        except OSError as error:
+            problems.append(Found(folder, f"cannot read directory ({error.strerror})"))
             continue
-        seen.add((stat.st_dev, stat.st_ino))
-        dirs[:] = sorted(d for d in dirs if not _matches(Path(folder) / d, exclude))
-        for name in files:
-            path = Path(folder) / name
-            if _matches(path, exclude) or not _wanted(path, include):
+        for name in names:
+            path = folder / name
+            if _matches(path, exclude):
                 continue
-            found.append(Found.of(path) if path.exists() else Found(path, _link_problem(path)))
-    yield from sorted(found, key=lambda item: item.path)
-    for error in errors:
-        yield Found(Path(error.filename or root), f"cannot read directory ({error.strerror})")
+            if path.is_dir():
+                (linked if via_link or path.is_symlink() else real).append(path)
+            elif _wanted(path, include):
+                found.append((via_link or path.is_symlink(), Found.of(path)))
+    preferred = [entry for _, entry in sorted(found, key=lambda item: (item[0], item[1].path))]
+    return sorted(_first_of_each(preferred, set()), key=lambda item: item.path) + problems
+
+
+def _first_of_each(entries: Iterable[Found], seen: set[object]) -> list[Found]:
+    """The entries whose file (or, for an entry without one, path) is not in ``seen`` yet."""
+    unique = []
+    for entry in entries:
+        key = entry.identity or entry.path
+        if key not in seen:
+            seen.add(key)
+            unique.append(entry)
+    return unique
 
 
 def _wanted(path: Path, include: Sequence[str]) -> bool:
@@ -97,13 +183,9 @@ def _matches(path: Path, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(path.name, p) or fnmatch.fnmatch(text, p) for p in patterns)
 
 
-def _link_problem(path: Path) -> str:
-    try:
-        path.resolve(strict=True)
-    except RuntimeError:
+def _stat_problem(path: Path, error: OSError) -> str:
+    if error.errno == errno.ELOOP:
         return "symlink loop"
-    except OSError as error:
-        if error.errno == 40:  # ELOOP
-            return "symlink loop"
-        return f"broken symbolic link ({error.strerror})"
-    return "cannot read file"
+    if error.errno == errno.ENOENT:
+        return "broken symbolic link" if path.is_symlink() else "no such file or directory"
+    return f"cannot read file ({error.strerror})"

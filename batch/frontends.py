@@ -28,6 +28,9 @@ class ModelInputs:
 
 
 class Frontend(Protocol):
+    settings: str
+    """What, beside the model file, decides a file's rows (part of the incremental key)."""
+
     def inputs(self, signal: np.ndarray) -> ModelInputs: ...
 
 
@@ -42,6 +45,7 @@ class EgemapsFrontend:
                 "the model was trained on other eGeMAPS features than this openSMILE "
                 f"{self.extractor.version} computes"
             )
+        self.settings = f"egemaps opensmile={self.extractor.version}"
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:
         features = self.extractor.extract(signal)[None, :]
@@ -65,6 +69,7 @@ class WaveformFrontend:
         self.single_limit = int(self.single_window_up_to * self.window)
         hop_s = hop_s or metadata.hop_s or metadata.window_s
         self.hop = max(1, round(hop_s * metadata.sample_rate))
+        self.settings = f"window={self.window} hop={self.hop}"
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:
         if signal.size <= self.single_limit:

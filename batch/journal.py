@@ -1,53 +1,109 @@
 """Rows committed as they are produced, so a killed run loses nothing it finished.
 
-The journal is a JSON-lines file beside the report: each row is written and flushed to disk
-before the next file is scored. A later ``--incremental`` run reads it back; a clean finish
-removes it once the report is safely in place.
+The journal is a JSON-lines file beside the report: each file's row (and its window rows, when
+``--segments`` asks for them) is written and fsynced before the next file is scored. A later
+``--incremental`` run reads it back; a clean finish removes it once the report is safely in
+place. A line cut short (a crash, a full disk) is dropped before the next run appends, so the
+journal stays readable line by line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+
+from ser.files import check_still_there, open_own
+
+_TAIL_CHUNK = 1 << 16
 
 
 def journal_path(report: Path) -> Path:
     return report.with_name(f".{report.name}.partial.jsonl")
 
 
+@dataclass(frozen=True)
+class JournalEntry:
+    """One scored file: its report row and its window rows."""
+
+    row: dict[str, str]
+    segments: list[dict[str, str]]
+
+
 class Journal:
-    """Append-only row log with an fsync per row."""
+    """Append-only row log with an fsync per row, never written through a link."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, fresh: bool) -> None:
+        """Open ``path``, emptied when ``fresh``, else with a torn last line dropped."""
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[str] = path.open("a", encoding="utf-8")
+        self.rows = 0  # committed by this run
+        self._fd = open_own(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, truncate=fresh)
+        _drop_torn_tail(self._fd)
 
-    def append(self, row: dict[str, str]) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+    def append(self, row: dict[str, str], segments: Sequence[dict[str, str]] = ()) -> None:
+        """Commit one file's rows; first make sure the journal is still where the report is.
+
+        Raises:
+            OutputLost: when the journal was removed or replaced (its folder moved or deleted),
+                so that the run stops instead of racing a second run on a fresh folder.
+        """
+        check_still_there(self._fd, self.path)
+        line = json.dumps({"row": row, "segments": list(segments)}, ensure_ascii=False) + "\n"
+        _write_all(self._fd, line.encode("utf-8"))
+        os.fsync(self._fd)
+        self.rows += 1
 
     def close(self) -> None:
-        self._handle.close()
+        """Close it; an empty journal keeps nothing for a next run, so it is removed."""
+        if self._fd < 0:
+            return
+        empty = os.fstat(self._fd).st_size == 0
+        os.close(self._fd)
+        self._fd = -1
+        if empty:
+            self.path.unlink(missing_ok=True)
 
     def remove(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
 
 
-def read_journal(path: Path) -> list[dict[str, str]]:
-    """Rows of a journal; a last line cut short by a crash is ignored."""
+def read_journal(path: Path) -> list[JournalEntry]:
+    """Entries of a journal; lines that do not parse (cut short by a crash) are ignored."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
         return []
-    rows = []
-    for line in lines:
+    entries = []
+    for line in data.split(b"\n"):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             continue
-    return rows
+        if isinstance(record, dict) and isinstance(record.get("row"), dict):
+            entries.append(JournalEntry(record["row"], list(record.get("segments") or [])))
+    return entries
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a full disk may write part, then fail)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """Truncate after the last newline, so the next line starts on a line of its own."""
+    size = end = os.fstat(fd).st_size
+    keep = 0
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        end = start
+    if keep != size:
+        os.ftruncate(fd, keep)

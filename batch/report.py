@@ -1,10 +1,17 @@
-"""Report rows and formats (CSV, JSON lines, Parquet): safe cells, atomic replacement."""
+"""Report rows and formats (CSV, JSON lines, Parquet): safe cells, atomic replacement.
+
+A path is written as its UTF-8 text when it is valid UTF-8 without control characters; other
+bytes are escaped reversibly (:func:`path_cell`, :func:`path_from_cell`), so every file name the
+OS allows round-trips through every format and an ``--incremental`` run recognises its row.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -13,7 +20,7 @@ from typing import IO
 
 from ser.batch.scoring import FileScore
 from ser.errors import SerError
-from ser.files import publish
+from ser.files import atomic_write
 
 
 class UsageError(SerError):
@@ -21,6 +28,11 @@ class UsageError(SerError):
 
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+KEY_COLUMNS = ("size_bytes", "mtime_ns", "model_sha256", "settings")
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, lone surrogates (bytes
+# that are not UTF-8, as os.fsdecode keeps them) and the escape character itself.
+_NEEDS_ESCAPE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\\ud800-\udfff]")
+_ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
 
 
 def report_columns(labels: Sequence[str]) -> list[str]:
@@ -33,22 +45,33 @@ def report_columns(labels: Sequence[str]) -> list[str]:
         "model",
         "status",
         "error",
-        "size_bytes",
-        "mtime_ns",
-        "model_sha256",
+        *KEY_COLUMNS,
     ]
 
 
 def segment_columns(labels: Sequence[str]) -> list[str]:
-    return ["path", "start_s", "end_s", "label", "confidence", *(f"p_{label}" for label in labels)]
+    """One row per window; the file row's key columns say which version of the file it was."""
+    return [
+        "path", "start_s", "end_s", "label", "confidence",
+        *(f"p_{label}" for label in labels), *KEY_COLUMNS,
+    ]  # fmt: skip
 
 
 def report_row(
-    score: FileScore, labels: Sequence[str], model_name: str, model_sha256: str = ""
+    score: FileScore,
+    labels: Sequence[str],
+    model_name: str,
+    model_sha256: str = "",
+    settings: str = "",
 ) -> dict[str, str]:
-    """One report row; failed files keep their path and carry the reason in ``error``."""
+    """One report row; failed files keep their path and carry the reason in ``error``.
+
+    ``settings`` names what else shaped the row (window and hop), so an ``--incremental`` run
+    rescores a row made with other settings.
+    """
     row = dict.fromkeys(report_columns(labels), "")
-    row.update(path=str(score.path), model=model_name, status="ok" if score.ok else "error")
+    row.update(path=path_cell(score.path), model=escape_text(model_name))
+    row.update(status="ok" if score.ok else "error", settings=settings)
     row["model_sha256"] = model_sha256[:16]
     if score.found.size_bytes is not None:
         row.update(size_bytes=str(score.found.size_bytes), mtime_ns=str(score.found.mtime_ns))
@@ -56,21 +79,61 @@ def report_row(
         row["duration_s"] = f"{score.duration_s:.3f}"
     if score.probs is not None:
         row.update(_probability_cells(score.probs, labels))
-    row["error"] = score.error
+    row["error"] = escape_text(score.error)
     return row
 
 
-def segment_rows(score: FileScore, labels: Sequence[str]) -> list[dict[str, str]]:
-    """One row per window of a scored file."""
+def segment_rows(
+    score: FileScore, labels: Sequence[str], file_row: dict[str, str]
+) -> list[dict[str, str]]:
+    """One row per window of a scored file, carrying ``file_row``'s path and key."""
+    key = {column: file_row[column] for column in ("path", *KEY_COLUMNS)}
     return [
         {
-            "path": str(score.path),
+            **key,
             "start_s": f"{segment.start_s:.3f}",
             "end_s": f"{segment.end_s:.3f}",
             **_probability_cells(segment.probs, labels),
         }
         for segment in score.segments
     ]
+
+
+def path_cell(path: Path | str) -> str:
+    """The report form of a path: its UTF-8 text, with reversible escapes where needed.
+
+    A byte that is not part of valid UTF-8, and each byte of a control character (C0, DEL, C1,
+    U+2028, U+2029), is written ``\\xNN`` (two lower-case hex digits); a backslash is doubled.
+    Everything else is written as it is. :func:`path_from_cell` undoes it exactly.
+    """
+    return escape_text(os.fsencode(path).decode("utf-8", "surrogateescape"))
+
+
+def path_from_cell(cell: str) -> Path:
+    """The path a report cell names (the inverse of :func:`path_cell`)."""
+    parts, position = [], 0
+    for match in _ESCAPED.finditer(cell):
+        parts.append(cell[position : match.start()].encode("utf-8", "surrogateescape"))
+        escape = match.group(1)
+        parts.append(b"\\" if escape == "\\" else bytes([int(escape[1:], 16)]))
+        position = match.end()
+    parts.append(cell[position:].encode("utf-8", "surrogateescape"))
+    return Path(os.fsdecode(b"".join(parts)))
+
+
+def escape_text(text: str) -> str:
+    """``text`` on one line and encodable in every format, escaped as :func:`path_cell` says."""
+    return _NEEDS_ESCAPE.sub(_escape_character, text)
+
+
+def _escape_character(match: re.Match[str]) -> str:
+    character = match.group()
+    if character == "\\":
+        return "\\\\"
+    code = ord(character)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode
+        return f"\\x{code - 0xDC00:02x}"
+    return "".join(f"\\x{byte:02x}" for byte in character.encode("utf-8", "surrogatepass"))
 
 
 def _probability_cells(probs, labels: Sequence[str]) -> dict[str, str]:
@@ -105,6 +168,44 @@ def report_format(path: str, explicit: str | None = None) -> str:
     return {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}.get(suffix, "csv")
 
 
+def check_output(path: str, fmt: str, what: str = "report") -> None:
+    """Refuse, before any work, an output that cannot be written as asked.
+
+    The folder must exist and take a new file (a probe file is created and removed: this
+    catches read-only and pseudo file systems, which permission bits do not show); the name
+    must not be a directory or another non-regular file (a symbolic link is replaced, never
+    followed).
+
+    Raises:
+        UsageError: one line saying what is wrong.
+    """
+    if path == "-":
+        if fmt == "parquet":
+            raise UsageError("parquet cannot be written to standard output")
+        return
+    target = Path(path)
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as error:  # e.g. the parent is a file
+        raise UsageError(f"cannot write {what} {target} ({error.strerror})") from None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise UsageError(f"cannot write {what} {target}: it is {kind}")
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write {what} {target}: folder {target.parent} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise UsageError(
+            f"cannot write {what} {target}: folder {target.parent} takes no new file "
+            f"({error.strerror})"
+        ) from None
+
+
 def write_report(
     path: str, rows: Sequence[dict[str, str]], columns: Sequence[str], fmt: str
 ) -> None:
@@ -113,25 +214,19 @@ def write_report(
     Until the rename the previous report stays intact, whatever happens (a crash, a full disk).
     ``-`` writes CSV or JSON lines to standard output.
     """
-    if fmt == "parquet":
-        _write_parquet(path, rows, columns)
-        return
     if path == "-":
+        check_output(path, fmt)
         _write_text(sys.stdout, rows, columns, fmt)
         sys.stdout.flush()
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            _write_text(handle, rows, columns, fmt)
-            handle.flush()
-            os.fsync(handle.fileno())
-        publish(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    if fmt == "parquet":
+        arrow = _pyarrow()
+        table = arrow.table({c: [row.get(c, "") for row in rows] for c in columns})
+        with atomic_write(Path(path), binary=True) as handle:
+            arrow.parquet.write_table(table, handle)
+        return
+    with atomic_write(Path(path)) as handle:
+        _write_text(handle, rows, columns, fmt)
 
 
 def read_report(path: Path, fmt: str) -> list[dict[str, str]]:
@@ -158,17 +253,6 @@ def _write_text(handle: IO[str], rows: Sequence[dict[str, str]], columns: Sequen
     writer.writeheader()
     for row in rows:
         writer.writerow({c: neutralise(row.get(c, "")) for c in columns})
-
-
-def _write_parquet(path: str, rows: Sequence[dict[str, str]], columns: Sequence[str]) -> None:
-    if path == "-":
-        raise UsageError("parquet cannot be written to standard output")
-    arrow = _pyarrow()
-    table = arrow.table({c: [row.get(c, "") for row in rows] for c in columns})
-    target = Path(path)
-    temp = target.with_name(f".{target.name}.tmp")
-    arrow.parquet.write_table(table, temp)
-    publish(temp, target)
 
 
 def _pyarrow():

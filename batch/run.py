@@ -1,9 +1,11 @@
-"""One scoring run: discover, skip what is done, score the rest, commit rows, write the report.
+"""One scoring run: check, discover, skip what is done, score the rest, commit rows, report.
 
-Order of safety: rows go to a journal as they are produced (fsync per row); the report is
-written to a temporary file and renamed into place only at the end; the journal is removed only
-after that. A run killed at any point leaves the previous report intact and its finished rows
-in the journal, and the next ``--incremental`` run picks both up.
+Order of safety: everything that can be checked (the outputs, the file list, the model, the
+lock, the journal) is checked before any file is scored; rows go to a journal as they are
+produced (fsync per row); the report is written to a temporary file and renamed into place only
+at the end; the journal is removed only after that. A run stopped at any point (killed, a
+signal, a full disk, its folder removed) leaves the previous report intact and its finished
+rows in the journal, and the next ``--incremental`` run picks both up.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import soundfile
 import soxr
 
 from ser import __version__
-from ser.batch.discovery import Found, discover, read_file_list
+from ser.batch.discovery import Discovery, Found, discover, read_file_list
 from ser.batch.frontends import frontend_for
-from ser.batch.journal import Journal, journal_path, read_journal
+from ser.batch.incremental import Plan, Previous, check_shrink, plan_run
+from ser.batch.journal import Journal, journal_path
 from ser.batch.progress import Progress
 from ser.batch.report import (
-    read_report,
+    check_output,
     report_columns,
     report_format,
     report_row,
@@ -36,10 +39,12 @@ from ser.batch.report import (
     segment_rows,
     write_report,
 )
-from ser.batch.runlock import run_lock
+from ser.batch.runlock import HeldLock, run_lock
 from ser.batch.scoring import prepare_all, score_prepared
 from ser.batch.session import ScoringModel
-from ser.files import publish
+from ser.files import OutputFailed, atomic_write
+
+Row = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class RunOptions:
     exclude: Sequence[str] = ()
     incremental: bool = False
     keep_removed: bool = False
+    allow_shrink: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,101 +72,154 @@ class RunOutcome:
     scored: int
     reused: int
     failed: int
+    empty_inputs: int = 0
 
 
 def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome:
-    """Score ``inputs`` into ``options.output``; see the module docstring for the guarantees."""
+    """Score ``inputs`` into ``options.output``; see the module docstring for the guarantees.
+
+    Raises:
+        SerError: before any work, for outputs, lists, models and locks that cannot be used;
+            ShrinkRefused, when the run would drop too many rows; OutputFailed, when writing
+            fails during the run.
+    """
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    model = ScoringModel(options.model, device=options.device, threads=options.threads)
-    frontend_for(model.metadata, hop_s=options.hop)  # fail now on a model we cannot feed
     fmt = report_format(options.output, options.fmt)
+    check_output(options.output, fmt)
+    if options.segments is not None:
+        check_output(str(options.segments), "csv", "segments file")
+    sources = [*inputs, *(read_file_list(options.files_from) if options.files_from else [])]
+    model = ScoringModel(options.model, device=options.device, threads=options.threads)
+    settings = frontend_for(model.metadata, hop_s=options.hop).settings  # fails on a bad model
     to_file = options.output != "-"
     report = Path(options.output)
-    with run_lock(report) if to_file else nullcontext():
-        sources = [*inputs, *(read_file_list(options.files_from) if options.files_from else [])]
-        found = list(discover(sources, include=options.include, exclude=options.exclude))
-        previous = _previous_rows(report, fmt) if options.incremental and to_file else []
-        done = {_row_key(row): row for row in previous if row.get("status") == "ok"}
-        sha = model.sha256[:16]
-        todo = [f for f in found if _found_key(f, sha) not in done]
-
-        progress = Progress(len(todo))
-        journal = Journal(journal_path(report)) if to_file else None
-        if journal is not None and not options.incremental:
-            journal.path.write_text("")  # a fresh run starts a fresh journal
-        new_rows: dict[int, dict[str, str]] = {}
-        segments: list[dict[str, str]] = []
-        prepared = prepare_all(
-            todo, lambda: frontend_for(model.metadata, hop_s=options.hop),
-            model.metadata.sample_rate, options.workers, ahead=options.batch_size,
-        )  # fmt: skip
-        for index, result in enumerate(score_prepared(prepared, model, options.batch_size)):
-            row = report_row(result, model.labels, model.name, model.sha256)
+    with run_lock(report) if to_file else nullcontext() as lock:
+        journal = Journal(journal_path(report), fresh=not options.incremental) if to_file else None
+        try:
+            discovery = discover(sources, include=options.include, exclude=options.exclude)
+            _say_empty(discovery, kept=options.incremental and to_file)
+            previous = Previous.none()
+            if options.incremental and to_file:
+                previous = Previous.read(report, fmt, journal.path, options.segments)
+            plan = plan_run(
+                discovery, previous, sha=model.sha256, settings=settings,
+                keep_removed=options.keep_removed, with_segments=options.segments is not None,
+            )  # fmt: skip
+            check_shrink(plan, previous, report, allowed=options.allow_shrink)
+            try:
+                scored, summary = _score(plan.todo, model, settings, options, journal, lock)
+                rows, segments = _assemble(plan, scored, previous)
+                write_report(options.output, rows, report_columns(model.labels), fmt)
+                if options.segments is not None:
+                    columns = segment_columns(model.labels)
+                    write_report(str(options.segments), segments, columns, "csv")
+                if journal is not None:
+                    _write_provenance(report, model, started_at, rows, settings, options)
+                    journal.remove()
+            except OSError as error:
+                raise OutputFailed(_output_failure(error, report, journal)) from None
+        finally:
             if journal is not None:
-                journal.append(row)
-            new_rows[index] = row
-            if options.segments is not None:
-                segments.extend(segment_rows(result, model.labels))
-            progress.update(result.ok, result.duration_s or 0.0)
-        summary = progress.close()
-
-        new_iter = iter(new_rows[i] for i in range(len(todo)))
-        rows = [done.get(_found_key(f, sha)) or next(new_iter) for f in found]
-        if options.keep_removed:
-            present = {str(f.path) for f in found}
-            rows += [row for row in previous if row["path"] not in present]
-        write_report(options.output, rows, report_columns(model.labels), fmt)
-        if options.segments is not None:
-            write_report(str(options.segments), segments, segment_columns(model.labels), "csv")
-        failed = sum(row["status"] != "ok" for row in rows)
-        if to_file:
-            _write_provenance(report, model, started_at, len(rows), failed, options)
-            journal.remove()
-    reused = len(found) - len(todo)
+                journal.close()
+    reused = len(plan.reused)
     print(f"{summary}; {reused} unchanged files kept -> {options.output}", file=sys.stderr)
-    return RunOutcome(len(rows), len(todo), reused, failed)
+    failed = sum(row["status"] != "ok" for row in rows)
+    return RunOutcome(len(rows), len(plan.todo), reused, failed, len(discovery.empty_inputs))
 
 
 def provenance_path(report: Path) -> Path:
     return report.with_name(f"{report.name}.provenance.json")
 
 
-def _previous_rows(report: Path, fmt: str) -> list[dict[str, str]]:
-    """The last report's rows, then the journal's (a killed run's), later rows winning."""
-    rows = {(_row_key(r), r["path"]): r for r in read_report(report, fmt)}
-    for row in read_journal(journal_path(report)):
-        rows[(_row_key(row), row["path"])] = row
-    return list(rows.values())
+def _score(
+    todo: Sequence[Found],
+    model: ScoringModel,
+    settings: str,
+    options: RunOptions,
+    journal: Journal | None,
+    lock: HeldLock | None,
+) -> tuple[list[tuple[Row, list[Row]]], str]:
+    """Score ``todo``, committing each file's rows to the journal as soon as they exist.
+
+    Returns each file's row and window rows, and the one-line summary of the scoring.
+    """
+    progress = Progress(len(todo))
+    prepared = prepare_all(
+        todo, lambda: frontend_for(model.metadata, hop_s=options.hop),
+        model.metadata.sample_rate, options.workers, ahead=options.batch_size,
+    )  # fmt: skip
+    scored = []
+    for result in score_prepared(prepared, model, options.batch_size):
+        row = report_row(result, model.labels, model.name, model.sha256, settings)
+        segments = segment_rows(result, model.labels, row) if options.segments else []
+        if journal is not None:
+            journal.append(row, segments)
+            lock.check()
+        scored.append((row, segments))
+        progress.update(result.ok, result.duration_s or 0.0)
+    return scored, progress.close()
 
 
-def _row_key(row: dict[str, str]) -> tuple[str, str, str, str]:
-    return (
-        row["path"],
-        row.get("size_bytes", ""),
-        row.get("mtime_ns", ""),
-        row.get("model_sha256", ""),
-    )
+def _assemble(
+    plan: Plan, scored: Sequence[tuple[Row, list[Row]]], previous: Previous
+) -> tuple[list[Row], list[Row]]:
+    """The report's rows in discovery order (kept rows after them), and their window rows."""
+    new = iter(scored)
+    rows: list[Row] = []
+    segments: list[Row] = []
+    for index in range(len(plan.found)):
+        if index in plan.reused:
+            row = plan.reused[index]
+            rows.append(row)
+            segments += previous.segments_of(row)
+        else:
+            row, window_rows = next(new)
+            rows.append(row)
+            segments += window_rows
+    for row in plan.kept:
+        rows.append(row)
+        segments += previous.segments_of(row)
+    return rows, segments
 
 
-def _found_key(found: Found, sha: str) -> tuple[str, str, str, str]:
-    size = "" if found.size_bytes is None else str(found.size_bytes)
-    mtime = "" if found.mtime_ns is None else str(found.mtime_ns)
-    return str(found.path), size, mtime, sha
+def _say_empty(discovery: Discovery, *, kept: bool) -> None:
+    """Name every input that yielded no file: an error, whatever else the run does."""
+    outcome = "its previous rows are kept" if kept else "nothing scored from it"
+    for empty in discovery.empty_inputs:
+        print(f"Error: {empty.path}: no files to score ({empty.reason}); {outcome}",
+              file=sys.stderr)  # fmt: skip
+
+
+def _output_failure(error: OSError, report: Path, journal: Journal | None) -> str:
+    where = error.filename or report
+    message = f"cannot write {where} ({error.strerror or error}); the previous report is intact"
+    if journal is not None:
+        message += (
+            f"; the {journal.rows} files this run scored are kept in {journal.path} for the "
+            "next --incremental run"
+        )
+    return message
 
 
 def _write_provenance(
-    report: Path, model: ScoringModel, started_at: str, files: int, failed: int, options: RunOptions
+    report: Path,
+    model: ScoringModel,
+    started_at: str,
+    rows: Sequence[Row],
+    settings: str,
+    options: RunOptions,
 ) -> None:
     """A sidecar that says which model, runtime and versions produced the report."""
     info = {
         "report": report.name,
         "model": str(model.path),
         "model_sha256": model.sha256,
+        "settings": settings,
         "execution_provider": model.provider,
         "started": started_at,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "files": files,
-        "failed": failed,
+        "files": len(rows),
+        "failed": sum(row["status"] != "ok" for row in rows),
         "options": {
             "hop": options.hop,
             "batch_size": options.batch_size,
@@ -175,7 +234,5 @@ def _write_provenance(
             "soxr": soxr.__version__,
         },
     }
-    path = provenance_path(report)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(info, indent=2))
-    publish(temp, path)
+    with atomic_write(provenance_path(report)) as handle:
+        handle.write(json.dumps(info, indent=2))

@@ -122,12 +122,16 @@ def prepare_all(
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ser-decode") as pool:
         in_flight: deque = deque()
-        for item in found:
-            in_flight.append(pool.submit(work, item))
-            if len(in_flight) >= ahead + 2 * workers:
+        try:
+            for item in found:
+                in_flight.append(pool.submit(work, item))
+                if len(in_flight) >= ahead + 2 * workers:
+                    yield in_flight.popleft().result()
+            while in_flight:
                 yield in_flight.popleft().result()
-        while in_flight:
-            yield in_flight.popleft().result()
+        finally:  # a run that stops early (a signal, a full disk) waits for no queued file
+            for future in in_flight:
+                future.cancel()
 
 
 def score_prepared(

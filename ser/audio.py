@@ -6,6 +6,9 @@ signal a model was trained on and the signal it scores can never be prepared dif
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,10 @@ SAMPLE_RATE = 16_000
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
 )
+MIN_SAMPLE_RATE = 1_000
+"""Below this no recording carries speech; such a header would cost minutes of resampling."""
+MAX_FRAMES_PER_BYTE = 10_000
+"""Well above any real encoder (silent FLAC packs about 350 frames per byte)."""
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -28,8 +35,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         AudioError: naming the file, when it cannot be read or holds no usable samples.
     """
     path = Path(path)
+    check_header(path)
     try:
-        signal, file_rate = sf.read(path, dtype="float32", always_2d=True)
+        signal, file_rate = sf.read(_descriptor(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
         raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
     try:
@@ -50,10 +58,10 @@ def stream_audio(
         AudioError: naming the file, when it cannot be read or holds unusable samples.
     """
     path = Path(path)
+    info = check_header(path)
     try:
-        info = sf.info(str(path))
         blocks = sf.blocks(
-            str(path), blocksize=max(1, int(block_s * info.samplerate)), dtype="float32",
+            _descriptor(path), blocksize=max(1, int(block_s * info.samplerate)), dtype="float32",
             always_2d=True,
         )  # fmt: skip
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
@@ -84,11 +92,37 @@ def stream_audio(
 
 def audio_duration(path: str | Path) -> float:
     """Duration in seconds from the file header, without decoding the samples."""
+    info = check_header(path)
+    return info.frames / info.samplerate
+
+
+def check_header(path: str | Path) -> sf._SoundFileInfo:
+    """The file's header, refused when it declares what no recording holds.
+
+    A sample rate under :data:`MIN_SAMPLE_RATE` or more frames than :data:`MAX_FRAMES_PER_BYTE`
+    per byte of the file would cost minutes of resampling or gigabytes of buffer before any
+    sample proved the header wrong, so it is refused first.
+
+    Raises:
+        AudioError: naming the file, when the header cannot be read or is absurd.
+    """
     try:
-        info = sf.info(str(path))
+        fd = _descriptor(path)
+        size = os.fstat(fd).st_size
+        info = sf.info(fd)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
-    return info.frames / info.samplerate if info.samplerate else 0.0
+    if info.samplerate < MIN_SAMPLE_RATE:
+        raise AudioError(
+            f"{path}: header declares a sample rate of {info.samplerate} Hz "
+            f"(under {MIN_SAMPLE_RATE} Hz); refused"
+        )
+    if info.frames > MAX_FRAMES_PER_BYTE * max(size, 1):
+        raise AudioError(
+            f"{path}: header declares {info.frames / info.samplerate / 3600:.1f} h of audio "
+            f"in {size / 1000:.1f} kB; refused"
+        )
+    return info
 
 
 def prepare_signal(signal: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -144,5 +178,25 @@ def split_windows(signal: np.ndarray, length: int, hop: int) -> tuple[np.ndarray
     return windows, starts
 
 
+def _descriptor(path: str | Path) -> int:
+    """``path`` opened for libsndfile, which then closes it; only a regular file is opened.
+
+    By descriptor, libsndfile takes any name the OS does (bytes that are not UTF-8, paths longer
+    than its own limit of about 1 kB), and a FIFO or device swapped in since the file was found
+    is refused here instead of blocking the read.
+
+    Raises:
+        OSError: when the file cannot be opened or is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    # libsndfile's own text, without soundfile's "Error opening <descriptor>: " prefix
+    text = error.error_string if isinstance(error, sf.LibsndfileError) else str(error)
+    return " ".join(text.split()) or type(error).__name__

@@ -65,3 +65,12 @@ def write_corpus(
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+def write_voiced(
+    path: Path, seconds: float = 1.0, f0: float = 150.0, rate: int = 16_000, **kwargs
+) -> Path:
+    """A :func:`voiced` clip written to ``path`` (folders created); ``kwargs`` go to sf.write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, voiced(f0, seconds, rate), rate, **kwargs)
+    return path

@@ -57,7 +57,7 @@ def test_report_write_is_atomic_and_round_trips(tmp_path, monkeypatch):
     def full_disk(*_args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("ser.batch.report.publish", full_disk)
+    monkeypatch.setattr("ser.files.publish", full_disk)
     with pytest.raises(OSError, match="No space"):
         write_report(str(path), rows, ["a", "b"], "csv")
     assert path.read_text() == "old\n" and list(tmp_path.iterdir()) == [path]
@@ -74,10 +74,12 @@ def test_discovery_is_sorted_recursive_and_reports_missing(tmp_path):
     for name in ["b/z.wav", "b/a.FLAC", "a.mp3", "notes.txt", "c/d/e.ogg"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    found = list(discover([tmp_path, tmp_path / "notes.txt", tmp_path / "gone.wav"]))
+    found = discover([tmp_path, tmp_path / "notes.txt", tmp_path / "gone.wav"])
     names = [f.path.relative_to(tmp_path).as_posix() for f in found]
-    assert names == ["a.mp3", "b/a.FLAC", "b/z.wav", "c/d/e.ogg", "notes.txt", "gone.wav"]
-    assert found[-1].error == "no such file or directory" and not found[0].error
+    assert names == ["a.mp3", "b/a.FLAC", "b/z.wav", "c/d/e.ogg", "notes.txt"]
+    assert not any(f.error for f in found)
+    [gone] = found.empty_inputs
+    assert (gone.path, gone.reason) == (tmp_path / "gone.wav", "no such file or directory")
 
 
 @pytest.mark.parametrize("model", ["forest", "whisper-pooled"])
