@@ -49,15 +49,16 @@ def main() -> None:
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=None,
-    help="Model inputs (windows) per inference call, gathered across files "
-    "[default: 16 on CPU, 64 on CUDA].",
+    default=16,
+    show_default=True,
+    help="Model inputs (windows) per inference call, gathered across files.",
 )
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=None,
-    help="Threads decoding and resampling ahead of inference [default: 2 on CPU, up to 8 on CUDA].",
+    default=2,
+    show_default=True,
+    help="Threads decoding and resampling ahead of inference.",
 )
 @click.option(
     "--segments",

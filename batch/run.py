@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +50,8 @@ class RunOptions:
     device: str = "cpu"
     threads: int | None = None
     hop: float | None = None
-    batch_size: int | None = None  # None: the model's provider decides (ScoringModel)
-    workers: int | None = None
+    batch_size: int = 16
+    workers: int = 2
     segments: Path | None = None
     files_from: str | None = None
     include: Sequence[str] = ()
@@ -72,11 +72,6 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     """Score ``inputs`` into ``options.output``; see the module docstring for the guarantees."""
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     model = ScoringModel(options.model, device=options.device, threads=options.threads)
-    options = replace(
-        options,
-        batch_size=options.batch_size or model.batch_size,
-        workers=options.workers or model.workers,
-    )
     frontend_for(model.metadata, hop_s=options.hop)  # fail now on a model we cannot feed
     fmt = report_format(options.output, options.fmt)
     to_file = options.output != "-"

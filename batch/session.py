@@ -4,7 +4,7 @@ Devices. ``cpu`` is the default. ``cuda`` needs the GPU build of ONNX Runtime; a
 where that build or a GPU is missing is a one-line :class:`DeviceError` naming what to install,
 never a silent fall-back. ``auto`` takes CUDA where the model runs there, else the CPU.
 
-Model choice. On CUDA a shipped model's name picks its float16 variant (``ser.models``): the
+Model choice. On CUDA a shipped model's name picks its CUDA variant (``ser.models``): the
 int8 graph that is fastest on the CPU is covered only in part by the CUDA provider.
 
 Node placement. ONNX Runtime moves nodes that its CUDA provider lacks to the CPU, copying
@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import re
 import sys
 import tempfile
@@ -41,9 +40,6 @@ CPU = "CPUExecutionProvider"
 GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "onnxruntime-gpu[cuda,cudnn]~=1.31.1"'
 DATA_BYTES = 1024
 """A node on the CPU whose output or weights reach this size handles data, not shapes."""
-
-BATCH_SIZE = {CPU: 16, CUDA: 64}
-"""Default windows per inference call: a GPU needs larger batches to be kept busy."""
 
 
 def resolve_model(name_or_path: str, *, cuda: bool = False) -> Path:
@@ -183,8 +179,8 @@ class ScoringModel:
             ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.placement.data_on_cpu.items()))
             quantized = "int8" in self.metadata.extra.get("quantization", "")
             hint = (
-                "it is quantised to int8 for the CPU; score it with --device cpu, or export "
-                "a CUDA model with ser-export neural --fp16"
+                "it is quantised to int8 for the CPU; score it with --device cpu, or give "
+                "--model a float graph (ser-export neural without --quantize)"
                 if quantized
                 else "ONNX Runtime has no CUDA kernels for them; use --device cpu"
             )
@@ -196,16 +192,6 @@ class ScoringModel:
     @property
     def labels(self) -> tuple[str, ...]:
         return self.metadata.labels
-
-    @property
-    def batch_size(self) -> int:
-        """The default number of windows per inference call on this model's provider."""
-        return BATCH_SIZE.get(self.provider, BATCH_SIZE[CPU])
-
-    @property
-    def workers(self) -> int:
-        """The default number of decoding threads: enough that a GPU does not wait on them."""
-        return min(8, os.cpu_count() or 1) if self.provider == CUDA else 2
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities ``[n, labels]`` for a batch of model inputs."""
