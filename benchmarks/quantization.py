@@ -1,11 +1,13 @@
 """Which reduced-precision graph to ship: accuracy, batch invariance and speed of each candidate.
 
-    python benchmarks/quantization.py --checkpoint runs/whisper-pooled [--data RAVDESS_DIR]
+    python benchmarks/quantization.py --source runs/whisper-pooled [--data RAVDESS_DIR]
+    python benchmarks/quantization.py --source models/whisper-pooled.onnx
 
-From one neural checkpoint it exports the float32 graph and derives each candidate: dynamic
-int8 (ONNX Runtime's ``quantize_dynamic``, the previous default), static int8 (QDQ, activation
-scales calibrated on training windows) and 8-bit weights with per-row activation quantisation
-(MatMulNBits, ``ser-export --quantize int8``). For each it prints:
+From a neural checkpoint (or an exported graph: a dynamic int8 one is first turned back into
+float MatMuls by ``dequantize_dynamic_int8``) it takes the float32 graph and derives each
+candidate: dynamic int8 (ONNX Runtime's ``quantize_dynamic``, the previous default), static
+int8 (QDQ, activation scales calibrated on training windows) and 8-bit weights with per-row
+activation quantisation (MatMulNBits, ``ser-export --quantize int8``). For each it prints:
 
 - validation and test accuracy on centred 4 s windows (actors 21-22 and 23-24);
 - the batch-invariance gate on the test windows: each alone against shuffled batches of 1, 16
@@ -33,34 +35,38 @@ from ser.batch.run import RunOptions, run_scoring
 from ser.corpus import read_ravdess, select
 from ser.export.invariance import batch_invariance, session_runner
 from ser.export.neural import export_neural, parity_inputs
-from ser.export.optimize import quantize_dynamic_int8, quantize_int8, quantize_static_int8
-from ser.training.checkpoint import load_checkpoint
+from ser.export.onnx_io import read_metadata
+from ser.export.optimize import (
+    dequantize_dynamic_int8,
+    quantize_dynamic_int8,
+    quantize_int8,
+    quantize_static_int8,
+)
 
 from common import RAVDESS_16K, describe_machine
 
 
 @click.command()
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--source", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--data", type=click.Path(exists=True, path_type=Path), default=RAVDESS_16K)
 @click.option("--calibration", default=128, show_default=True, help="Training windows (static).")
 @click.option("--speed", default=1440, show_default=True, help="Files for end to end (0: skip).")
 @click.option("--repeats", default=1, show_default=True)
-def main(checkpoint: Path, data: Path, calibration: int, speed: int, repeats: int) -> None:
-    config = load_checkpoint(checkpoint).config
-    labels, window = list(config["labels"]), config["window"]
+def main(source: Path, data: Path, calibration: int, speed: int, repeats: int) -> None:
     clips = read_ravdess(data)
     rng = np.random.default_rng(0)
     train = select(clips, "train")
     chosen = [train[i] for i in sorted(rng.choice(len(train), calibration, replace=False))]
     sets = {split: select(clips, split) for split in ("validation", "test")}
-    windows = {split: parity_inputs(found, window) for split, found in sets.items()}
-    targets = {s: np.array([labels.index(c.label) for c in sets[s]]) for s in sets}
     files = [found.path for found in discover([data])][:speed] if speed else []
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        export_neural(checkpoint, folder / "fp32.onnx")
-        fp32 = onnx.load(folder / "fp32.onnx")
+        fp32 = _float_graph(source, folder)
+        metadata = read_metadata(fp32)
+        labels = list(metadata.labels)
+        window = round(metadata.window_s * metadata.sample_rate)
+        windows = {split: parity_inputs(found, window) for split, found in sets.items()}
         candidates: list[tuple[str, Callable[[], onnx.ModelProto]]] = [
             ("float32", lambda: fp32),
             ("int8 dynamic (quantize_dynamic, previous default)",
@@ -70,7 +76,8 @@ def main(checkpoint: Path, data: Path, calibration: int, speed: int, repeats: in
             ("int8 weights, per-row activations (MatMulNBits, --quantize int8)",
              lambda: quantize_int8(fp32)),
         ]  # fmt: skip
-        print(f"checkpoint: {checkpoint}; data: {data}; machine: {describe_machine()}")
+        targets = {s: np.array([labels.index(c.label) for c in sets[s]]) for s in sets}
+        print(f"source: {source}; data: {data}; machine: {describe_machine()}")
         print(f"end to end: {len(files)} files, batch size 16, 2 workers, median of {repeats}")
         print("| graph | size MB | validation acc | test acc | batch invariance (test windows) "
               "| files/s end to end |\n|---|---|---|---|---|---|")  # fmt: skip
@@ -92,6 +99,16 @@ def main(checkpoint: Path, data: Path, calibration: int, speed: int, repeats: in
                 flush=True,
             )
             print(f"  (built in {built:.0f} s)", file=sys.stderr)
+
+
+def _float_graph(source: Path, folder: Path) -> onnx.ModelProto:
+    if source.is_dir():
+        export_neural(source, folder / "fp32.onnx")
+        return onnx.load(folder / "fp32.onnx")
+    model = onnx.load(source)
+    if any(node.op_type == "MatMulInteger" for node in model.graph.node):
+        return dequantize_dynamic_int8(model)
+    return model
 
 
 def _accuracy(run, windows: np.ndarray, targets: np.ndarray) -> float:

@@ -102,6 +102,34 @@ def neural(
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The new .onnx file."
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Corpus whose validation clips judge accuracy against the old file.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["int8", "float32"]),
+    default="int8",
+    show_default=True,
+    help="int8 with per-row activations (CPU), or float32 (CUDA).",
+)
+@one_line_errors
+def requantize(model: Path, output: Path, data: Path, precision: str) -> None:
+    """Make a dynamic-int8 MODEL.onnx from an older ser batch-invariant, without its checkpoint."""
+    from ser.export.requantize import requantize as rewrite
+
+    result = rewrite(model, output, validation_clips=_validation_clips(data), precision=precision)
+    size_mb = output.stat().st_size / 1e6
+    click.echo(f"batch invariance ok: {result.invariance}\nwrote {output} ({size_mb:.1f} MB)")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_checkpoint_option
 @_data_option
 @one_line_errors

@@ -121,8 +121,9 @@ def export_neural(
     if optimize:
         final = optimize_graph(final)
     if reduced:
-        final = _accept_reduced(
-            model, final, reduced, validation_clips, window, checkpoint, max_accuracy_drop
+        labels = checkpoint.config["labels"]
+        final = accept_reduced(
+            model, final, reduced, validation_clips, window, labels, max_accuracy_drop
         )
     graph = final.SerializeToString()
     if optimize and not reduced:
@@ -132,17 +133,25 @@ def export_neural(
     return NeuralExport(final, metadata, report, invariance)
 
 
-def _accept_reduced(
+def accept_reduced(
     model: onnx.ModelProto,
     quantized: onnx.ModelProto,
     kind: str,
     clips: Sequence[Clip],
     window: int,
-    checkpoint: NeuralCheckpoint,
+    labels: Sequence[str],
     max_drop: float,
+    reference: str = "fp32",
 ) -> onnx.ModelProto:
-    """``quantized`` with its accuracy in the metadata, if it is close enough to ``model``'s."""
-    labels = list(checkpoint.config["labels"])
+    """``quantized`` with its accuracy in the metadata, if it is close enough to ``model``'s.
+
+    ``reference`` names what ``model`` is (float32 for an export; the old file's precision when
+    re-quantising).
+
+    Raises:
+        QuantizationRefused: with both accuracies, when it loses more than ``max_drop``.
+    """
+    labels = list(labels)
     windows = parity_inputs(clips, window)
     targets = np.array([labels.index(clip.label) for clip in clips])
     before, after = (
@@ -151,15 +160,18 @@ def _accept_reduced(
     )
     if before - after > max_drop + 1e-9:
         raise QuantizationRefused(
-            f"{kind} refused: validation accuracy {after:.4f} against {before:.4f} in float32 "
+            f"{kind} refused: validation accuracy {after:.4f} against {before:.4f} in {reference} "
             f"({len(clips)} clips; at most {max_drop:.2f} drop allowed)"
         )
     metadata = read_metadata(quantized)
+    described = {
+        "int8": "int8 MatMul weights, activations quantised per row",
+        "fp16": "float16, for CUDA",
+        "float32": "float32",
+    }
     note = {
-        "kind": "int8 MatMul weights, activations quantised per row"
-        if kind == "int8"
-        else "float16, for CUDA",
-        "validation_accuracy_fp32": before,
+        "kind": described[kind],
+        f"validation_accuracy_{reference}": before,
         f"validation_accuracy_{kind}": after,
     }
     attach_metadata(quantized, replace(metadata, extra={**metadata.extra, "quantization": note}))

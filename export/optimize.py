@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 from ser.export.onnx_io import attach_metadata, read_metadata
 
@@ -145,3 +146,59 @@ def onnx_accuracy(model: onnx.ModelProto, windows: np.ndarray, targets: np.ndarr
         ]
     ).argmax(axis=1)
     return float((predicted == targets).mean())
+
+
+def dequantize_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Undo :func:`quantize_dynamic_int8`: float MatMuls again, weights kept on their int8 grid.
+
+    Each ``DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(scale)`` chain becomes one
+    ``MatMul`` with the weight ``(w_int8 - zero_point) * scale``; only the run-time activation
+    quantisation, the batch-dependent part, is gone. This lets a model exported by an older ser
+    be re-quantised batch-invariantly (``ser-export requantize``) without its checkpoint.
+    """
+    graph = model.graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    replaced: dict[str, onnx.NodeProto] = {}  # MatMulInteger or its Cast/Mul -> new node or None
+    new_weights = []
+    for node in graph.node:
+        if node.op_type != "MatMulInteger":
+            continue
+        quantized_input, weight_name, _, weight_zero = node.input
+        source = producer[quantized_input].input[0]  # DynamicQuantizeLinear's float input
+        (cast,) = consumers[node.output[0]]
+        (rescale,) = consumers[cast.output[0]]
+        scales = producer[rescale.input[1]]  # Mul(activation scale, weight scale)
+        weight_scale = weights[scales.input[1]]
+        weight = (weights[weight_name].astype(np.float32) - weights[weight_zero]) * weight_scale
+        name = f"{weight_name}_dequantized"
+        new_weights.append(numpy_helper.from_array(weight.astype(np.float32), name))
+        matmul = onnx.helper.make_node("MatMul", [source, name], [rescale.output[0]], node.name)
+        replaced[node.name], replaced[cast.name], replaced[rescale.name] = matmul, None, None
+    if not replaced:
+        raise ValueError("no dynamically quantised MatMul (MatMulInteger) in this graph")
+    nodes = [replaced.get(node.name, node) for node in graph.node]
+    kept = _live_nodes([n for n in nodes if n is not None], [o.name for o in graph.output])
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(new_weights)
+    used = {name for node in kept for name in node.input}
+    live = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _live_nodes(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """``nodes`` less those whose outputs nothing uses (in the original order)."""
+    needed, keep = set(outputs), []
+    for node in reversed(nodes):
+        if any(out in needed for out in node.output):
+            keep.append(node)
+            needed.update(node.input)
+    return keep[::-1]

@@ -143,3 +143,44 @@ def _validation(tmp_path):
 
 
 _LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def test_an_older_dynamic_int8_file_is_requantized_without_its_checkpoint(
+    checkpoints, synthetic_manifest, tmp_path
+):
+    from ser.corpus import load_corpus, select
+    from ser.export.cli import main as export_main
+    from ser.export.optimize import dequantize_dynamic_int8
+    from ser.export.requantize import requantize
+
+    plain = export_neural(checkpoints["whisper", "pooled"], tmp_path / "plain.onnx").model
+    save_model(quantize_dynamic_int8(plain), tmp_path / "old.onnx")
+    restored = dequantize_dynamic_int8(onnx.load(tmp_path / "old.onnx"))
+    kinds = {node.op_type for node in restored.graph.node}
+    assert "MatMulInteger" not in kinds and "DynamicQuantizeLinear" not in kinds
+    windows = parity_inputs([], 16_000)
+    float_probs = session_runner(plain.SerializeToString(), "audio", "probs")(windows)
+    restored_probs = session_runner(restored.SerializeToString(), "audio", "probs")(windows)
+    assert np.abs(float_probs - restored_probs).max() < 0.02  # only the weights' int8 rounding
+
+    validation = select(load_corpus(synthetic_manifest), "validation")
+    for precision, op in (("int8", "MatMulNBits"), ("float32", "MatMul")):
+        out = tmp_path / f"new-{precision}.onnx"
+        result = requantize(
+            tmp_path / "old.onnx", out, validation_clips=validation, precision=precision,
+            max_accuracy_drop=1.0,
+        )  # fmt: skip
+        assert result.invariance.ok and out.is_file()
+        graph = onnx.load(out)
+        assert any(node.op_type == op for node in graph.graph.node)
+        assert (
+            f"validation_accuracy_{precision}"
+            in {p.key: p.value for p in graph.metadata_props}["quantization"]
+        )
+    refused = CliRunner().invoke(
+        export_main,
+        ["requantize", str(tmp_path / "plain.onnx"), "-o", str(tmp_path / "x.onnx"),
+         "--data", str(synthetic_manifest)],
+    )  # fmt: skip
+    assert refused.exit_code != 0 and "nothing to redo" in refused.output
+    assert not (tmp_path / "x.onnx").exists()
