@@ -101,6 +101,13 @@ def main() -> None:
     is_flag=True,
     help="With --incremental, allow dropping more than half of the report's rows in one run.",
 )
+@click.option(
+    "--sessions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ONNX Runtime sessions fed whole batches in parallel, the --threads split among them "
+    "[default: one per core, at most 8; one on CUDA].",
+)
 @one_line_errors
 def score(inputs: tuple[Path, ...], **options) -> None:
     """Score audio files and folders (recursively) into a report, one row per file."""
