@@ -7,8 +7,9 @@ at the end; the journal is removed only after that. A run stopped at any point (
 signal, a full disk, its folder removed) leaves the previous report intact and its finished
 rows in the journal, and the next ``--incremental`` run picks both up.
 
-The scoring itself is an engine's (:mod:`ser.batch.engine`); all of the above stays here, in
-the driver, whichever engine scores.
+The scoring itself is an engine's (:mod:`ser.batch.engine`): this process's sessions, or a Ray
+cluster's actors (:mod:`ser.batch.ray_engine`); all of the above stays here, in the driver,
+whichever engine scores.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ser.errors import SerError
 from ser.files import OutputFailed
 
 __all__ = ["RunOptions", "RunOutcome", "provenance_path", "run_scoring"]
+ENGINES = ("local", "ray")
 
 Row = dict[str, str]
 
@@ -62,6 +64,8 @@ class RunOptions:
     keep_removed: bool = False
     allow_shrink: bool = False
     sessions: int | None = None
+    engine: str = "local"
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,11 +137,17 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
 
 
 def make_engine(options: RunOptions) -> Engine:
-    """The engine that scores, with its model loaded (a bad model fails here).
+    """The engine ``options.engine`` names, with its model loaded (a bad model fails here).
 
     Raises:
-        SerError: for a model that cannot load.
+        SerError: for an unknown engine, a missing ``ray`` extra, or a model that cannot load.
     """
+    if options.engine == "ray":
+        from ser.batch.ray_engine import RayEngine
+
+        return RayEngine(options)
+    if options.engine != "local":
+        raise SerError(f"unknown engine {options.engine!r}; expected one of {', '.join(ENGINES)}")
     model = SessionPool(
         options.model, device=options.device, threads=options.threads, sessions=options.sessions
     )

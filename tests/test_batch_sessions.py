@@ -1,6 +1,7 @@
 """ser-batch score --sessions N: parallel ONNX Runtime sessions, the same report for any N."""
 
 import json
+import sys
 
 import pytest
 import soundfile as sf
@@ -50,3 +51,15 @@ def test_the_default_is_one_session_per_core_on_the_cpu_and_one_on_cuda(monkeypa
     pool = SessionPool("forest", threads=2, sessions=2)
     assert (pool.sessions, pool.threads_per_session, len(pool.members)) == (2, 1, 2)
     assert pool.labels == pool.members[1].labels and pool.sha256 == pool.members[1].sha256
+
+
+def test_engine_ray_without_ray_installed_is_one_line_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if not installed
+    sf.write(tmp_path / "a.wav", class_signal(1, 1.0, seed=1), 16_000)
+    args = ["score", str(tmp_path / "a.wav"), "-o", str(tmp_path / "r.csv"), "--engine", "ray"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        "Error: --engine ray needs Ray: pip install 'ser-toolkit[ray]'"
+    )
+    assert list(tmp_path.iterdir()) == [tmp_path / "a.wav"]
