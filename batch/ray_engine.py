@@ -30,8 +30,9 @@ from ser.batch.discovery import Found
 from ser.batch.engine import RowFormat, Scored, score_found
 from ser.batch.records import location_from_cell
 from ser.batch.report import path_cell
-from ser.batch.session import ScoringModel
+from ser.batch.session import ScoringModel, resolve_model
 from ser.errors import ModelError, SerError
+from ser.models import SHIPPED
 
 GROUPS_PER_ACTOR = 4
 """Each actor gets about this many groups, so that a slow group or a restart evens out."""
@@ -43,8 +44,11 @@ class RayEngine:
     def __init__(self, options: Any) -> None:
         self._ray = _import_ray()
         self.options = options
-        # The driver reads the model's contract and hash; the actors run it (on their device).
-        self.model = ScoringModel(options.model, device="cpu", threads=1)
+        # The driver reads the model's contract and hash on its CPU; the actors run the same
+        # file on their device (a shipped name on CUDA: its CUDA variant, as locally).
+        path = resolve_model(options.model, cuda=options.device == "cuda")
+        self.model = ScoringModel(str(path), device="cpu", threads=1)
+        self.model.name = options.model if options.model in SHIPPED else path.name
         self.address: str | None = None
         self.actors = 0
         self.cpus_per_actor = 1

@@ -15,3 +15,7 @@ class CorpusError(SerError):
 
 class ModelError(SerError):
     """A model file is missing, unreadable or lacks the metadata ser needs."""
+
+
+class DeviceError(ModelError):
+    """The device asked for (CUDA) cannot run this model here; the message says what to install."""

@@ -96,6 +96,28 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
     show_default=True,
     help="Pad windows to Whisper's 30 s context (slower; see README).",
 )
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the encoder and the head run; auto: CUDA when PyTorch sees a GPU.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="Encoder arithmetic; auto: float32 on CPU, on CUDA bf16/fp16 autocast if its states "
+    "stay within tolerance of float32 on a probe batch (see README).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads decoding and augmenting clips ahead of the encoder (default: 1 on CPU, "
+    "up to 8 on CUDA).",
+)
 @one_line_errors
 def neural(data: Path, out: Path, cache_dir: Path | None, **options: object) -> None:
     """A frozen speech encoder with a trained classification head."""

@@ -3,14 +3,21 @@
 With the encoder frozen its output for a given window never changes, so training the head on
 cached states costs seconds an epoch instead of an encoder pass per sample. Entries are keyed by
 the audio file, the backbone, the window, the number of views and the augmentation, so any
-change to those encodes again.
+change to those encodes again (and so does autocast: states encoded in bf16 or fp16 are kept
+apart from float32 ones).
+
+On a GPU the encoder is rarely what takes the time: decoding and augmenting the clips is. So
+the views of the next batches are prepared by ``workers`` threads while the current batch is
+encoded (each clip's views depend only on its path and the seed, never on the thread).
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +29,7 @@ from ser.corpus import Clip
 from ser.training.augment import Augmentation, random_crop
 from ser.training.backbones import SpeechEncoder
 from ser.training.cache import ArrayCache, file_key
+from ser.training.devices import encoder_arithmetic
 from ser.training.heads import valid_frames
 
 
@@ -77,13 +85,23 @@ def encode_clips(
     train: bool = False,
     batch_size: int = 16,
     desc: str = "encoding",
+    device: torch.device | None = None,
+    precision: str = "fp32",
+    workers: int = 1,
 ) -> EncodedClips:
-    """Encoder states for every clip, from the cache where present."""
+    """Encoder states for every clip, from the cache where present.
+
+    ``backbone`` must already be on ``device`` (default: the CPU); ``precision`` is ``fp32`` or
+    an autocast type (``bf16``, ``fp16``); ``workers`` threads prepare views ahead.
+    """
+    device = device or torch.device("cpu")
     views = views if train else 1
     fingerprint = backbone_fingerprint(backbone)
     frames = backbone.num_frames(window)
+    tags = () if precision == "fp32" else (precision,)  # float32 keys stay as they always were
     keys = [
-        file_key(clip.path, fingerprint, window, views, augmentation, seed, train) for clip in clips
+        file_key(clip.path, fingerprint, window, views, augmentation, seed, train, *tags)
+        for clip in clips
     ]
     shape = (len(clips), views, backbone.num_layers, frames, backbone.hidden_size)
     states = np.empty(shape, dtype=np.float16)
@@ -96,16 +114,21 @@ def encode_clips(
         else:
             states[i], valid[i] = entry["states"], entry["valid"]
     per_batch = max(1, batch_size // views)
+    chunks = [missing[start : start + per_batch] for start in range(0, len(missing), per_batch)]
+
+    def chunk_audio(chunk: list[int]) -> np.ndarray:
+        return np.concatenate(
+            [clip_views(clips[i], window, views, augmentation, seed, train) for i in chunk]
+        )
+
+    prepared = prepare_ahead(chunks, chunk_audio, workers)
     with tqdm(total=len(missing), desc=desc, unit="clip", disable=None if missing else True) as bar:
-        for start in range(0, len(missing), per_batch):
-            chunk = missing[start : start + per_batch]
-            audio = torch.from_numpy(
-                np.concatenate(
-                    [clip_views(clips[i], window, views, augmentation, seed, train) for i in chunk]
-                )
-            )
+        for chunk, samples in zip(chunks, prepared, strict=True):
+            audio = torch.from_numpy(samples)
+            with torch.inference_mode(), encoder_arithmetic(device, precision):
+                output = backbone(audio.to(device))
             with torch.inference_mode():
-                encoded = backbone(audio).to(torch.float16).numpy()
+                encoded = output.to(torch.float16).cpu().numpy()
                 mask = valid_frames(audio, backbone.samples_per_frame, frames).numpy()
             for n, i in enumerate(chunk):
                 rows = slice(n * views, (n + 1) * views)
@@ -117,3 +140,25 @@ def encode_clips(
         valid=torch.from_numpy(valid),
         targets=torch.tensor([labels.index(clip.label) for clip in clips]),
     )
+
+
+def prepare_ahead(
+    items: Sequence[list[int]], prepare: Callable[[list[int]], np.ndarray], workers: int
+) -> Iterator[np.ndarray]:
+    """``prepare(item)`` for each item, in order, computed up to ``2 x workers`` items ahead.
+
+    With one worker it runs in the caller's thread, as before. Decoding (libsndfile, soxr) and
+    most of librosa's phase vocoder (numpy) release the GIL, so threads overlap both with each
+    other and with the encoder.
+    """
+    if workers <= 1:
+        yield from map(prepare, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ser-views") as pool:
+        in_flight: deque = deque()
+        for item in items:
+            in_flight.append(pool.submit(prepare, item))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()

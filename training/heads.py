@@ -120,9 +120,11 @@ class PooledHead(nn.Module):
         states = self.standardize(states)
         frames = self.frame_net(self.norm(self.mix(states)).transpose(1, 2))  # [b, width, t]
         if valid is None:
-            valid = torch.ones(frames.shape[0], frames.shape[2], dtype=torch.bool)
+            valid = torch.ones(
+                frames.shape[0], frames.shape[2], dtype=torch.bool, device=frames.device
+            )
         if self.training and self.frame_dropout > 0:  # pool over a random subset of frames
-            kept = torch.rand(valid.shape) >= self.frame_dropout
+            kept = torch.rand(valid.shape, device=valid.device) >= self.frame_dropout
             valid = valid & (kept | ~(valid & kept).any(dim=1, keepdim=True))
         weights = valid.to(frames.dtype)[:, None, :]
         count = weights.sum(dim=2).clamp(min=1.0)
