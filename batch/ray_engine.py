@@ -22,7 +22,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from ser.batch.session import ScoringModel, resolve_model
 from ser.errors import ModelError, SerError
 from ser.models import SHIPPED
 
+if TYPE_CHECKING:
+    from ser.batch.run import RunOptions
+
 GROUPS_PER_ACTOR = 4
 """Each actor gets about this many groups, so that a slow group or a restart evens out."""
 
@@ -41,7 +44,7 @@ GROUPS_PER_ACTOR = 4
 class RayEngine:
     """Scores on a Ray cluster (``options.ray_address``: none starts a local Ray instance)."""
 
-    def __init__(self, options: Any) -> None:
+    def __init__(self, options: RunOptions) -> None:
         self._ray = _import_ray()
         self.options = options
         # The driver reads the model's contract and hash on its CPU; the actors run the same
