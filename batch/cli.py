@@ -41,7 +41,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=str))  # s3:// kept whole
 @click.option(
     "-o", "--output", required=True, help="Report file (.csv, .jsonl, .parquet), or - for stdout."
 )
@@ -101,8 +101,29 @@ def main() -> None:
     is_flag=True,
     help="With --incremental, allow dropping more than half of the report's rows in one run.",
 )
+@click.option(
+    "--sessions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ONNX Runtime sessions fed whole batches in parallel, the --threads split among them "
+    "[default: one per core, at most 8; one on CUDA]; with --engine ray, actors of one session "
+    "each [default: one per CPU of the cluster, per GPU with --device cuda].",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Score in this process, or on a Ray cluster (needs the ray extra); the report is the "
+    "same.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="With --engine ray: 'auto' or a cluster's address [default: a local Ray instance].",
+)
 @one_line_errors
-def score(inputs: tuple[Path, ...], **options) -> None:
+def score(inputs: tuple[str, ...], **options) -> None:
     """Score audio files and folders (recursively) into a report, one row per file."""
     from ser.batch.incremental import ShrinkRefused
     from ser.batch.run import RunOptions, run_scoring

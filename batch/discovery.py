@@ -8,7 +8,9 @@ file reached by several paths (overlapping inputs, links) is kept once, under th
 it was found by. Only regular files are ever opened: anything else, unreadable directories and
 symlink loops come out as entries with ``error`` set. An input that yields no entry at all (it
 does not exist, or holds no matching file) is listed in ``Discovery.empty_inputs``, so a caller
-can tell an unmounted share from a folder whose files were deleted one by one.
+can tell an unmounted share from a folder whose files were deleted one by one. An input that
+is an object URI (``s3://bucket/prefix``) is listed through :mod:`ser.batch.objects` with the
+same rules.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ser.audio import AUDIO_EXTENSIONS
+from ser.batch.objects import ObjectUri, is_uri, list_objects
 from ser.errors import SerError
 
 _KINDS = {
@@ -36,17 +39,31 @@ _KINDS = {
 
 @dataclass(frozen=True)
 class Found:
-    """A path to score (with its size and modification time), or why it cannot be used."""
+    """A path to score (with its size and modification time), or why it cannot be used.
 
-    path: Path
+    ``path`` is a local :class:`~pathlib.Path`, or an :class:`~ser.batch.objects.ObjectUri`.
+    """
+
+    path: Path | ObjectUri
     error: str = ""
     size_bytes: int | None = None
     mtime_ns: int | None = None
     identity: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, path: Path) -> Found:
-        """The file at ``path`` now: stamped with size and time, or the reason it is unusable."""
+    def of(cls, path: Path | str) -> Found:
+        """The file at ``path`` now: stamped with size and time, or the reason it is unusable.
+
+        Raises:
+            SerError: for an object URI whose store cannot be reached.
+        """
+        if is_uri(path):
+            objects, reason = list_objects(str(path))
+            if len(objects) != 1 or objects[0][0] != path:
+                return cls(ObjectUri(path), reason or "a prefix, not an object")
+            location, size, mtime = objects[0]
+            return cls(location, "", size, mtime)
+        path = Path(path)
         try:
             info = path.stat()
         except OSError as error:
@@ -62,7 +79,7 @@ class Found:
 class EmptyInput:
     """An input that yielded no file, and why."""
 
-    path: Path
+    path: Path | ObjectUri
     reason: str
 
 
@@ -88,10 +105,13 @@ def discover(
     empty: list[EmptyInput] = []
     seen: set[object] = set()
     for raw in inputs:
-        path = Path(raw)
+        path = ObjectUri(raw) if is_uri(raw) else Path(raw)
         if _matches(path, exclude):
             continue
-        entries, reason = _entries(path, include, exclude)
+        if isinstance(path, ObjectUri):
+            entries, reason = _objects(path, include, exclude)
+        else:
+            entries, reason = _entries(path, include, exclude)
         if reason:
             empty.append(EmptyInput(path, reason))
         found += _first_of_each(entries, seen)
@@ -123,6 +143,33 @@ def _entries(path: Path, include: Sequence[str], exclude: Sequence[str]) -> tupl
     if found.error and not os.path.exists(path):  # missing, a broken link or a link loop
         return [], found.error
     return [found], ""
+
+
+def _objects(
+    uri: ObjectUri, include: Sequence[str], exclude: Sequence[str]
+) -> tuple[list[Found], str]:
+    """One object input's entries, or why it has none: a named object is always taken."""
+    objects, reason = list_objects(uri)
+    if reason:
+        return [], reason
+    if len(objects) == 1 and objects[0][0] == uri:
+        return [Found(uri, "", *objects[0][1:])], ""
+    base = len(uri.rstrip("/")) + 1
+    entries = [
+        Found(location, "", size, mtime)
+        for location, size, mtime in objects
+        if _wanted(location, include) and not _excluded_below(location, base, exclude)
+    ]
+    return entries, "" if entries else "no matching audio files in it"
+
+
+def _excluded_below(location: ObjectUri, base: int, exclude: Sequence[str]) -> bool:
+    """Whether ``exclude`` drops the object or one of its "folders" below the listed prefix."""
+    parts = location[base:].split("/")
+    return any(
+        _matches(ObjectUri(location[:base] + "/".join(parts[: depth + 1])), exclude)
+        for depth in range(len(parts))
+    )
 
 
 def _walk(root: Path, include: Sequence[str], exclude: Sequence[str]) -> list[Found]:
@@ -172,13 +219,13 @@ def _first_of_each(entries: Iterable[Found], seen: set[object]) -> list[Found]:
     return unique
 
 
-def _wanted(path: Path, include: Sequence[str]) -> bool:
+def _wanted(path: Path | ObjectUri, include: Sequence[str]) -> bool:
     if include:
         return _matches(path, include)
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
-def _matches(path: Path, patterns: Sequence[str]) -> bool:
+def _matches(path: Path | ObjectUri, patterns: Sequence[str]) -> bool:
     text = path.as_posix()
     return any(fnmatch.fnmatch(path.name, p) or fnmatch.fnmatch(text, p) for p in patterns)
 

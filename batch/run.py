@@ -6,12 +6,14 @@ produced (fsync per row); the report is written to a temporary file and renamed 
 at the end; the journal is removed only after that. A run stopped at any point (killed, a
 signal, a full disk, its folder removed) leaves the previous report intact and its finished
 rows in the journal, and the next ``--incremental`` run picks both up.
+
+The scoring itself is an engine's (:mod:`ser.batch.engine`): this process's sessions, or a Ray
+cluster's actors (:mod:`ser.batch.ray_engine`); all of the above stays here, in the driver,
+whichever engine scores.
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -19,30 +21,27 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-import soundfile
-import soxr
-
-from ser import __version__
 from ser.batch.discovery import Discovery, Found, discover, read_file_list
+from ser.batch.engine import Engine, LocalEngine, RowFormat
 from ser.batch.frontends import frontend_for
 from ser.batch.incremental import Plan, Previous, check_shrink, plan_run
 from ser.batch.journal import Journal, journal_path
 from ser.batch.progress import Progress
+from ser.batch.provenance import provenance_path, write_provenance
 from ser.batch.report import (
     check_output,
     report_columns,
     report_format,
-    report_row,
     segment_columns,
-    segment_rows,
     write_report,
 )
 from ser.batch.runlock import HeldLock, run_lock
-from ser.batch.scoring import prepare_all, score_prepared
-from ser.batch.session import ScoringModel
-from ser.files import OutputFailed, atomic_write
+from ser.batch.session import SessionPool
+from ser.errors import SerError
+from ser.files import OutputFailed
+
+__all__ = ["RunOptions", "RunOutcome", "provenance_path", "run_scoring"]
+ENGINES = ("local", "ray")
 
 Row = dict[str, str]
 
@@ -64,6 +63,9 @@ class RunOptions:
     incremental: bool = False
     keep_removed: bool = False
     allow_shrink: bool = False
+    sessions: int | None = None
+    engine: str = "local"
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,12 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     if options.segments is not None:
         check_output(str(options.segments), "csv", "segments file")
     sources = [*inputs, *(read_file_list(options.files_from) if options.files_from else [])]
-    model = ScoringModel(options.model, device=options.device, threads=options.threads)
+    engine = make_engine(options)
+    model = engine.model
     settings = frontend_for(model.metadata, hop_s=options.hop).settings  # fails on a bad model
+    fmt_rows = RowFormat(
+        model.labels, model.name, model.sha256, settings, options.segments is not None
+    )
     to_file = options.output != "-"
     report = Path(options.output)
     with run_lock(report) if to_file else nullcontext() as lock:
@@ -107,14 +113,17 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
             )  # fmt: skip
             check_shrink(plan, previous, report, allowed=options.allow_shrink)
             try:
-                scored, summary = _score(plan.todo, model, settings, options, journal, lock)
+                scored, summary = _score(plan.todo, engine, fmt_rows, journal, lock)
                 rows, segments = _assemble(plan, scored, previous)
                 write_report(options.output, rows, report_columns(model.labels), fmt)
                 if options.segments is not None:
                     columns = segment_columns(model.labels)
                     write_report(str(options.segments), segments, columns, "csv")
                 if journal is not None:
-                    _write_provenance(report, model, started_at, rows, settings, options)
+                    write_provenance(
+                        report, model, settings=settings, started=started_at, rows=rows,
+                        options=_recorded(options), engine=engine.describe(),
+                    )  # fmt: skip
                     journal.remove()
             except OSError as error:
                 raise OutputFailed(_output_failure(error, report, journal)) from None
@@ -127,44 +136,65 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     return RunOutcome(len(rows), len(plan.todo), reused, failed, len(discovery.empty_inputs))
 
 
-def provenance_path(report: Path) -> Path:
-    return report.with_name(f"{report.name}.provenance.json")
+def make_engine(options: RunOptions) -> Engine:
+    """The engine ``options.engine`` names, with its model loaded (a bad model fails here).
+
+    Raises:
+        SerError: for an unknown engine, a missing ``ray`` extra, or a model that cannot load.
+    """
+    if options.engine == "ray":
+        from ser.batch.ray_engine import RayEngine
+
+        return RayEngine(options)
+    if options.engine != "local":
+        raise SerError(f"unknown engine {options.engine!r}; expected one of {', '.join(ENGINES)}")
+    model = SessionPool(
+        options.model, device=options.device, threads=options.threads, sessions=options.sessions
+    )
+    return LocalEngine(
+        model, hop=options.hop, batch_size=options.batch_size, workers=options.workers
+    )
 
 
 def _score(
     todo: Sequence[Found],
-    model: ScoringModel,
-    settings: str,
-    options: RunOptions,
+    engine: Engine,
+    fmt: RowFormat,
     journal: Journal | None,
     lock: HeldLock | None,
-) -> tuple[list[tuple[Row, list[Row]]], str]:
-    """Score ``todo``, committing each file's rows to the journal as soon as they exist.
+) -> tuple[dict[int, tuple[Row, list[Row]]], str]:
+    """Score ``todo``, committing each file's rows to the journal as soon as they arrive.
 
-    Returns each file's row and window rows, and the one-line summary of the scoring.
+    Returns each file's row and window rows by its place in ``todo``, and the one-line summary
+    of the scoring.
+
+    Raises:
+        SerError: when the engine ends without a row for every file.
     """
     progress = Progress(len(todo))
-    prepared = prepare_all(
-        todo, lambda: frontend_for(model.metadata, hop_s=options.hop),
-        model.metadata.sample_rate, options.workers, ahead=options.batch_size,
-    )  # fmt: skip
-    scored = []
-    for result in score_prepared(prepared, model, options.batch_size):
-        row = report_row(result, model.labels, model.name, model.sha256, settings)
-        segments = segment_rows(result, model.labels, row) if options.segments else []
+    scored: dict[int, tuple[Row, list[Row]]] = {}
+    for index, row, segments in engine.rows(todo, fmt):
+        if index in scored:  # an engine that retried a group delivered it twice: once is kept
+            continue
         if journal is not None:
             journal.append(row, segments)
             lock.check()
-        scored.append((row, segments))
-        progress.update(result.ok, result.duration_s or 0.0)
+        scored[index] = (row, segments)
+        progress.update(row["status"] == "ok", float(row["duration_s"] or 0.0))
+    if len(scored) != len(todo):
+        name = engine.describe()["engine"]
+        raise SerError(
+            f"the {name} engine returned {len(scored)} of {len(todo)} files; the rows it "
+            "returned are kept in the journal for the next --incremental run"
+        )
     return scored, progress.close()
 
 
 def _assemble(
-    plan: Plan, scored: Sequence[tuple[Row, list[Row]]], previous: Previous
+    plan: Plan, scored: dict[int, tuple[Row, list[Row]]], previous: Previous
 ) -> tuple[list[Row], list[Row]]:
     """The report's rows in discovery order (kept rows after them), and their window rows."""
-    new = iter(scored)
+    new = (scored[index] for index in range(len(scored)))
     rows: list[Row] = []
     segments: list[Row] = []
     for index in range(len(plan.found)):
@@ -201,38 +231,12 @@ def _output_failure(error: OSError, report: Path, journal: Journal | None) -> st
     return message
 
 
-def _write_provenance(
-    report: Path,
-    model: ScoringModel,
-    started_at: str,
-    rows: Sequence[Row],
-    settings: str,
-    options: RunOptions,
-) -> None:
-    """A sidecar that says which model, runtime and versions produced the report."""
-    info = {
-        "report": report.name,
-        "model": str(model.path),
-        "model_sha256": model.sha256,
-        "settings": settings,
-        "execution_provider": model.provider,
-        "started": started_at,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "files": len(rows),
-        "failed": sum(row["status"] != "ok" for row in rows),
-        "options": {
-            "hop": options.hop,
-            "batch_size": options.batch_size,
-            "incremental": options.incremental,
-        },
-        "versions": {
-            "ser": __version__,
-            "python": platform.python_version(),
-            "onnxruntime": ort.__version__,
-            "numpy": np.__version__,
-            "soundfile": soundfile.__version__,
-            "soxr": soxr.__version__,
-        },
+def _recorded(options: RunOptions) -> dict[str, object]:
+    """The options the provenance sidecar records."""
+    return {
+        "hop": options.hop,
+        "batch_size": options.batch_size,
+        "incremental": options.incremental,
+        "device": options.device,
+        "threads": options.threads,
     }
-    with atomic_write(provenance_path(report)) as handle:
-        handle.write(json.dumps(info, indent=2))

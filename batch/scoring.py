@@ -10,7 +10,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -19,8 +19,9 @@ import numpy as np
 from ser.audio import audio_duration, load_audio, stream_audio
 from ser.batch.discovery import Found
 from ser.batch.frontends import Frontend, ModelInputs, WaveformFrontend
+from ser.batch.objects import is_uri, local_copy
 from ser.batch.session import ScoringModel
-from ser.errors import SerError
+from ser.errors import AudioError, SerError
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared
     """Decode and featurise one file; every failure is caught and described in one line."""
     if found.error:
         return Prepared(found, error=found.error)
+    if is_uri(found.path):
+        return _prepare_object(found, frontend, sample_rate)
     try:
         if isinstance(frontend, WaveformFrontend) and audio_duration(found.path) > STREAM_ABOVE_S:
             blocks = partial(stream_audio, found.path, sample_rate)
@@ -91,6 +94,26 @@ def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared
         return Prepared(found, signal.size, frontend.inputs(signal))
     except Exception as error:  # a broken file must never stop the run
         return Prepared(found, error=_failure(error, found.path))
+
+
+def _prepare_object(found: Found, frontend: Frontend, sample_rate: int) -> Prepared:
+    """An object decoded from a local copy; a long one is fetched again when it is scored."""
+    try:
+        with local_copy(found.path) as local:
+            prepared = prepare_file(replace(found, path=local), frontend, sample_rate)
+    except OSError as error:
+        return Prepared(found, error=f"cannot read object ({' '.join(str(error).split())[:300]})")
+    if prepared.stream is not None:
+        return Prepared(found, stream=partial(_stream_object, found.path, frontend, sample_rate))
+    return replace(prepared, found=found)
+
+
+def _stream_object(uri: str, frontend: WaveformFrontend, sample_rate: int) -> Iterator[ModelInputs]:
+    with local_copy(uri) as local:
+        try:
+            yield from frontend.stream_inputs(stream_audio(local, sample_rate))
+        except AudioError as error:  # said of the copy: name nothing, the row names the object
+            raise AudioError(str(error).removeprefix(f"{local}: ")) from None
 
 
 def prepare_all(
@@ -134,30 +157,75 @@ def prepare_all(
                 future.cancel()
 
 
-def score_prepared(
-    prepared: Iterable[Prepared], model: ScoringModel, batch_size: int = 16
-) -> Iterator[FileScore]:
-    """Run the model over prepared files, batching rows across files; results keep input order."""
+def plan_batches(prepared: Iterable[Prepared], batch_size: int = 16) -> Iterator[list[Prepared]]:
+    """Group prepared files, in input order, into the batches :func:`score_prepared` runs.
+
+    Files join a batch until it holds at least ``batch_size`` model inputs (a file is never
+    split); a streamed file is a batch of its own; a file that failed rides along with its
+    neighbours. An engine that ships work elsewhere can ship these groups: since exported
+    models are batch-invariant, any grouping gives the same scores, and this one gives the
+    same batches as ``ser-batch score``.
+    """
     pending: list[Prepared] = []
     rows = 0
     for item in prepared:
         if item.stream is not None:
-            yield from _flush(pending, model, batch_size)
+            if pending:
+                yield pending
             pending, rows = [], 0
-            yield _score_stream(item, model, batch_size)
+            yield [item]
             continue
         pending.append(item)
         rows += len(item.inputs.rows) if item.inputs is not None else 0
         if rows >= batch_size:
-            yield from _flush(pending, model, batch_size)
+            yield pending
             pending, rows = [], 0
-    yield from _flush(pending, model, batch_size)
+    if pending:
+        yield pending
+
+
+def score_batch(
+    batch: list[Prepared], model: ScoringModel, batch_size: int = 16
+) -> list[FileScore]:
+    """Scores of one batch from :func:`plan_batches`, in its order."""
+    if len(batch) == 1 and batch[0].stream is not None:
+        return [_score_stream(batch[0], model, batch_size)]
+    return list(_flush(batch, model, batch_size))
+
+
+def score_prepared(
+    prepared: Iterable[Prepared], model: ScoringModel, batch_size: int = 16
+) -> Iterator[FileScore]:
+    """Run the model over prepared files, batching rows across files; results keep input order.
+
+    A model with several sessions (``model.sessions``, see ``ser.batch.session.SessionPool``)
+    gets whole batches in parallel, one per session, plus one queued; results still come in
+    input order.
+    """
+    batches = plan_batches(prepared, batch_size)
+    sessions = getattr(model, "sessions", 1)
+    if sessions <= 1:
+        for batch in batches:
+            yield from score_batch(batch, model, batch_size)
+        return
+    with ThreadPoolExecutor(max_workers=sessions, thread_name_prefix="ser-session") as pool:
+        in_flight: deque = deque()
+        try:
+            for batch in batches:
+                in_flight.append(pool.submit(score_batch, batch, model, batch_size))
+                if len(in_flight) > sessions:
+                    yield from in_flight.popleft().result()
+            while in_flight:
+                yield from in_flight.popleft().result()
+        finally:  # stopped early: queued batches are dropped, running ones finish
+            for future in in_flight:
+                future.cancel()
 
 
 def score_file(path: Path, model: ScoringModel, frontend: Frontend) -> FileScore:
     """Score one file (the single-file form of :func:`score_prepared`)."""
     prepared = prepare_file(Found.of(path), frontend, model.metadata.sample_rate)
-    return next(score_prepared([prepared], model))
+    return score_batch([prepared], model)[0]
 
 
 def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Iterator[FileScore]:

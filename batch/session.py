@@ -20,6 +20,8 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import queue
 import re
 import sys
 import tempfile
@@ -198,6 +200,78 @@ class ScoringModel:
         return self.session.run(
             [self.metadata.probs_name], {self.metadata.input_name: inputs.astype(np.float32)}
         )[0]
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+MAX_DEFAULT_SESSIONS = 8
+"""Each session holds its own copy of the model and buffers (about 130 MB for the shipped one):
+past 8, more cores give each session more threads rather than more sessions."""
+
+
+def default_sessions(device: str) -> int:
+    """Sessions for a plain ``ser-batch score``: one per core (at most 8) on the CPU, one on CUDA.
+
+    Measured (README, "Parallel sessions"): sessions of one thread each, fed whole batches,
+    beat one session with all the threads, whose intra-op parallelism idles between the small
+    operators of a 4 s window.
+    """
+    return 1 if device == "cuda" else min(cpu_count(), MAX_DEFAULT_SESSIONS)
+
+
+def split_threads(threads: int | None, sessions: int) -> int:
+    """Intra-op threads per session: ``threads`` (default: every core) shared out, at least 1."""
+    return max(1, (threads or cpu_count()) // sessions)
+
+
+class SessionPool:
+    """``sessions`` ONNX Runtime sessions of one model, with the threads split among them.
+
+    :meth:`predict` runs on whichever session is free, so callers in several threads (the
+    scorer feeds each a whole batch) run in parallel. Every other attribute (``metadata``,
+    ``sha256``, ``provider``...) is the first session's: all load the same file.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        sessions: int | None = None,
+    ) -> None:
+        self.sessions = sessions or default_sessions(device)
+        self.threads_per_session = split_threads(threads, self.sessions)
+        self.members = [
+            ScoringModel(name_or_path, device=device, threads=self.threads_per_session)
+            for _ in range(self.sessions)
+        ]
+        self._free: queue.SimpleQueue[ScoringModel] = queue.SimpleQueue()
+        for member in self.members:
+            self._free.put(member)
+
+    def __getattr__(self, name: str):
+        if name == "members":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.members[0], name)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.members[0].labels
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities ``[n, labels]`` for a batch of model inputs, on a free session."""
+        member = self._free.get()
+        try:
+            return member.predict(inputs)
+        finally:
+            self._free.put(member)
 
 
 _preload_said: str | None = None

@@ -267,7 +267,7 @@ def test_outputs_that_cannot_be_written_fail_in_one_line_before_any_work(
     def no_work(*_args, **_kwargs):
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr("ser.batch.run.ScoringModel", no_work)
+    monkeypatch.setattr("ser.batch.run.make_engine", no_work)
     _write(tmp_path / "a.wav")
     (tmp_path / "dir").mkdir()
     (tmp_path / "file.txt").write_text("x")

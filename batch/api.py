@@ -1,0 +1,230 @@
+"""ser's Python API: score signals and files with an exported model, from any program.
+
+``ser.load_model`` (also importable from here) returns a :class:`Model`; its ``predict``
+scores signals already in memory, its ``score_files`` scores files and object URIs in input
+order, with results that convert to the report's rows. It is the path ``ser-batch score``
+takes, so the probabilities are the CLI's.
+
+The rest is what an engine needs to score elsewhere and still write the CLI's report:
+discovery (:func:`discover`, :class:`Found`), decoding and scoring in the CLI's batches
+(:meth:`Model.prepare`, :func:`plan_batches`, :meth:`Model.score`), a decoded file as a record
+to ship (:func:`to_record`, :func:`from_record`), report rows (:class:`RowFormat`), the
+incremental keys (:func:`found_key`, :func:`row_key`) and the provenance sidecar
+(:func:`write_provenance`). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ser.audio import prepare_signal
+from ser.batch.discovery import Found, discover
+from ser.batch.engine import RowFormat, score_found
+from ser.batch.frontends import Frontend, frontend_for
+from ser.batch.incremental import found_key, row_key
+from ser.batch.objects import ObjectUri
+from ser.batch.provenance import write_provenance
+from ser.batch.records import from_record, to_record
+from ser.batch.scoring import (
+    MIN_DURATION_S,
+    FileScore,
+    Prepared,
+    plan_batches,
+    prepare_file,
+    score_batch,
+    score_prepared,
+)
+from ser.batch.session import SessionPool
+from ser.errors import AudioError
+from ser.metadata import ModelMetadata
+from ser.models import DEFAULT_MODEL
+
+__all__ = [
+    "FileResult",
+    "Found",
+    "Model",
+    "Prediction",
+    "RowFormat",
+    "discover",
+    "found_key",
+    "from_record",
+    "load_model",
+    "plan_batches",
+    "row_key",
+    "to_record",
+    "write_provenance",
+]
+
+
+class Prediction:
+    """A signal's or file's most likely emotion, its probability, and every class's."""
+
+    __slots__ = ("confidence", "label", "probs")
+
+    def __init__(self, probs: np.ndarray, labels: Sequence[str]) -> None:
+        best = int(np.argmax(probs))
+        self.label: str = labels[best]
+        self.confidence: float = float(probs[best])
+        self.probs: dict[str, float] = {
+            label: float(p) for label, p in zip(labels, probs, strict=True)
+        }
+
+    def __repr__(self) -> str:
+        return f"Prediction(label={self.label!r}, confidence={self.confidence:.4f})"
+
+
+class FileResult:
+    """One file's outcome from :meth:`Model.score_files`: a prediction, or the reason it failed.
+
+    :meth:`row` is the file's row in ``ser-batch score``'s report, cell for cell.
+    """
+
+    def __init__(self, score: FileScore, fmt: RowFormat) -> None:
+        self._score, self._format = score, fmt
+
+    @property
+    def path(self) -> Path | ObjectUri:
+        return self._score.path
+
+    @property
+    def ok(self) -> bool:
+        return self._score.ok
+
+    @property
+    def error(self) -> str:
+        """Why the file could not be scored (empty when it was)."""
+        return self._score.error
+
+    @property
+    def duration_s(self) -> float | None:
+        return self._score.duration_s
+
+    @property
+    def prediction(self) -> Prediction | None:
+        """The file's prediction: the mean of its windows, each weighted by the audio it covers."""
+        if self._score.probs is None:
+            return None
+        return Prediction(self._score.probs, self._format.labels)
+
+    def row(self) -> dict[str, str]:
+        """The report row (path, duration, label, probabilities, status, key columns)."""
+        return self._format.rows(self._score)[0]
+
+    def segment_rows(self) -> list[dict[str, str]]:
+        """One row per window, as ``--segments`` writes them."""
+        return RowFormat(**{**vars(self._format), "segments": True}).rows(self._score)[1]
+
+    def __repr__(self) -> str:
+        outcome = repr(self.prediction) if self.ok else f"error={self.error!r}"
+        return f"FileResult({str(self.path)!r}, {outcome})"
+
+
+class Model:
+    """An exported model, loaded once, ready for signals and files (see :func:`load_model`)."""
+
+    def __init__(self, pool: SessionPool, *, hop: float | None = None) -> None:
+        self._pool, self.hop = pool, hop
+        self._local = threading.local()
+        settings = self._frontend().settings  # fails now on a model it cannot feed
+        self._format = RowFormat(pool.labels, pool.name, pool.sha256, settings)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names, in the order of the probabilities."""
+        return self._pool.labels
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        """The contract the model file carries (sample rate, window, frontend...)."""
+        return self._pool.metadata
+
+    @property
+    def sha256(self) -> str:
+        return self._pool.sha256
+
+    @property
+    def pool(self) -> SessionPool:
+        """The model's ONNX Runtime sessions (what ``ser.batch.scoring`` functions take)."""
+        return self._pool
+
+    def predict(
+        self, signal: np.ndarray | Sequence[np.ndarray], sample_rate: int, *, batch_size: int = 16
+    ) -> Prediction | list[Prediction]:
+        """Score one signal, or a sequence of signals (one prediction each, in order).
+
+        A signal is ``[samples]`` or ``[samples, channels]`` at ``sample_rate``; it is mixed to
+        mono, resampled and windowed as files are, so its probabilities are those a file with
+        the same samples gets in the report.
+
+        Raises:
+            AudioError: for an empty, non-finite or too short signal (under 0.1 s).
+        """
+        many = not isinstance(signal, np.ndarray)
+        signals = list(signal) if many else [signal]
+        rate = self.metadata.sample_rate
+        prepared = []
+        for index, samples in enumerate(signals):
+            mono = prepare_signal(samples, sample_rate, rate)
+            if mono.size < MIN_DURATION_S * rate:
+                raise AudioError(f"signal {index}: too short to score (under {MIN_DURATION_S} s)")
+            found = Found(Path(f"<signal {index}>"))
+            prepared.append(Prepared(found, mono.size, self._frontend().inputs(mono)))
+        scores = score_prepared(prepared, self._pool, batch_size)
+        predictions = [Prediction(score.probs, self.labels) for score in scores]
+        return predictions if many else predictions[0]
+
+    def score_files(
+        self, paths: Iterable[str | Path], *, batch_size: int = 16, workers: int = 2
+    ) -> Iterator[FileResult]:
+        """Score files (local paths or object URIs such as ``s3://bucket/key``), in input order.
+
+        Decoding runs in ``workers`` threads ahead of the model; a file that cannot be scored
+        gives a result with ``error`` set, never an exception.
+        """
+        found = (Found.of(path) for path in paths)
+        for score in score_found(
+            found, self._pool, hop=self.hop, batch_size=batch_size, workers=workers
+        ):
+            yield FileResult(score, self._format)
+
+    def prepare(self, found: Found) -> Prepared:
+        """A file decoded into this model's inputs, or the reason it cannot be (an engine's
+        first step; a file over a minute is left to stream when it is scored)."""
+        return prepare_file(found, self._frontend(), self.metadata.sample_rate)
+
+    def score(self, batch: Sequence[Prepared]) -> list[FileResult]:
+        """Score prepared files as one batch of :func:`plan_batches` (in its order)."""
+        return [FileResult(score, self._format) for score in score_batch(list(batch), self._pool)]
+
+    def _frontend(self) -> Frontend:
+        """This thread's frontend (openSMILE's extractor is not shared between threads)."""
+        if not hasattr(self._local, "frontend"):
+            self._local.frontend = frontend_for(self.metadata, hop_s=self.hop)
+        return self._local.frontend
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    sessions: int | None = None,
+    hop: float | None = None,
+) -> Model:
+    """Load a shipped model by name (``whisper-pooled``, ``forest``) or an exported ``.onnx``.
+
+    Args:
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA where ONNX Runtime can use it).
+        threads: ONNX Runtime threads in all (default: every core), split among the sessions.
+        sessions: parallel sessions (default as ``ser-batch score``: one per core on the CPU).
+        hop: window hop in seconds for windowed models (default: the model's).
+
+    Raises:
+        ModelError: when the model cannot be found or loaded, or lacks ser's metadata.
+    """
+    pool = SessionPool(name_or_path, device=device, threads=threads, sessions=sessions)
+    return Model(pool, hop=hop)
