@@ -1,10 +1,6 @@
 """``ser-batch``: score folders of audio into a report with an exported ONNX model.
 
-Exit status: 0 every file scored; 3 some files failed (their rows say why); 2 usage, model or
-output errors (nothing scored); 4 another run holds this report's lock; 5 writing failed during
-the run (a full disk, the report's folder removed); 6 an input yielded no files, or the run
-would drop more than half of the report's rows; 130 / 143 stopped by SIGINT / SIGTERM;
-1 an unexpected crash.
+Exit statuses: listed in :data:`SCORE_EPILOG`, which ``ser-batch score -h`` prints.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ser.clitools import one_line_errors, version_option
+from ser.clitools import CONTEXT_SETTINGS, examples, one_line_errors, version_option
 from ser.models import DEFAULT_MODEL
 
 EXIT_OK, EXIT_USAGE, EXIT_FILES_FAILED, EXIT_LOCKED = 0, 2, 3, 4
@@ -34,13 +30,44 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-@click.group()
+# The end of `ser-batch score -h`: examples, then one line per exit status, in numeric order.
+SCORE_EPILOG = (
+    examples(
+        "ser-batch score ./calls more.wav -o report.csv",
+        "ser-batch score ./calls -o calls.csv --incremental      # the nightly cron job",
+        "find /nas -name '*.m4a' | ser-batch score --files-from - -o r.jsonl",
+    )
+    + """
+
+\b
+Exit status:
+  0    every file scored
+  1    an unexpected crash
+  2    a usage, model or output error (nothing scored)
+  3    some files failed (their rows say why)
+  4    another run holds this report's lock
+  5    writing failed during the run (a full disk, the report's folder removed)
+  6    an input yielded no files, or the run would drop over half of the report's rows
+  130  stopped by SIGINT (Ctrl-C)
+  143  stopped by SIGTERM
+"""
+)
+
+
+@click.group(
+    context_settings=CONTEXT_SETTINGS,
+    epilog=examples(
+        "ser-batch score ./audio -o report.csv",
+        "ser-batch score ./calls -o calls.csv --incremental",
+        "ser-batch summarize report.csv --plot plots/report.png",
+    ),
+)
 @version_option
 def main() -> None:
     """Score audio files with speech emotion models exported by ser-export."""
 
 
-@main.command()
+@main.command(epilog=SCORE_EPILOG)
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "-o", "--output", required=True, help="Report file (.csv, .jsonl, .parquet), or - for stdout."
