@@ -158,15 +158,27 @@ def score(inputs: tuple[Path, ...], **options) -> None:
     sys.exit(EXIT_FILES_FAILED if outcome.failed else EXIT_OK)
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "ser-batch summarize report.csv",
+        "ser-batch summarize calls.parquet --plot plots/calls.png   # creates plots/",
+    )
+)
 @click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the summary into this picture (.png, .svg, .pdf; needs matplotlib).",
+)
 @one_line_errors
 def summarize(report: Path, plot: Path | None) -> None:
     """Label distribution and confidence histogram of a report, as a table (and a picture)."""
-    from ser.batch.summary import plot_summary, summarize_report
+    from ser.batch.summary import plot_summary, prepare_plot, summarize_report
 
     summary = summarize_report(report)
+    if plot is not None:
+        prepare_plot(plot)  # a missing matplotlib or a bad target fails before any output
     click.echo(summary.table())
     if plot is not None:
         plot_summary(summary, plot)

@@ -23,6 +23,7 @@ COMMANDS = [
     (train_main, []), (train_main, ["forest"]), (train_main, ["neural"]),
     (export_main, []), (export_main, ["forest"]), (export_main, ["neural"]),
     (export_main, ["check"]), (batch_main, []), (batch_main, ["score"]),
+    (batch_main, ["summarize"]),
 ]  # fmt: skip
 
 
