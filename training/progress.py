@@ -123,8 +123,9 @@ def announce_encoding(
     log(f"{entries} clips ({counts}); {windows} windows (training clips x {views} views)")
     log(
         f"encoder states cache: up to {human_bytes(size)} ({human_bytes(window_bytes)} a window) "
-        f"in {folder}{_free_space(folder)}; entries already there are reused. "
-        "--views shrinks it, --cache-dir moves it; deleting the folder frees it"
+        f"in {folder}{_free_space(folder)}, and as much memory while the head trains; entries "
+        "already there are reused. --views shrinks both, --cache-dir moves the cache, deleting "
+        "the folder frees it"
     )
 
 
