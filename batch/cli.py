@@ -1,10 +1,6 @@
 """``ser-batch``: score folders of audio into a report with an exported ONNX model.
 
-Exit status: 0 every file scored; 3 some files failed (their rows say why); 2 usage, model or
-output errors (nothing scored); 4 another run holds this report's lock; 5 writing failed during
-the run (a full disk, the report's folder removed); 6 an input yielded no files, or the run
-would drop more than half of the report's rows; 130 / 143 stopped by SIGINT / SIGTERM;
-1 an unexpected crash.
+Exit statuses: listed in :data:`SCORE_EPILOG`, which ``ser-batch score -h`` prints.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ser.clitools import one_line_errors, version_option
+from ser.clitools import CONTEXT_SETTINGS, examples, one_line_errors, version_option
 from ser.models import DEFAULT_MODEL
 
 EXIT_OK, EXIT_USAGE, EXIT_FILES_FAILED, EXIT_LOCKED = 0, 2, 3, 4
@@ -34,13 +30,44 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-@click.group()
+# The end of `ser-batch score -h`: examples, then one line per exit status, in numeric order.
+SCORE_EPILOG = (
+    examples(
+        "ser-batch score ./calls more.wav -o report.csv",
+        "ser-batch score ./calls -o calls.csv --incremental      # the nightly cron job",
+        "find /nas -name '*.m4a' | ser-batch score --files-from - -o r.jsonl",
+    )
+    + """
+
+\b
+Exit status:
+  0    every file scored
+  1    an unexpected crash
+  2    a usage, model or output error (nothing scored)
+  3    some files failed (their rows say why)
+  4    another run holds this report's lock
+  5    writing failed during the run (a full disk, the report's folder removed)
+  6    an input yielded no files, or the run would drop over half of the report's rows
+  130  stopped by SIGINT (Ctrl-C)
+  143  stopped by SIGTERM
+"""
+)
+
+
+@click.group(
+    context_settings=CONTEXT_SETTINGS,
+    epilog=examples(
+        "ser-batch score ./audio -o report.csv",
+        "ser-batch score ./calls -o calls.csv --incremental",
+        "ser-batch summarize report.csv --plot plots/report.png",
+    ),
+)
 @version_option
 def main() -> None:
     """Score audio files with speech emotion models exported by ser-export."""
 
 
-@main.command()
+@main.command(epilog=SCORE_EPILOG)
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=str))  # s3:// kept whole
 @click.option(
     "-o", "--output", required=True, help="Report file (.csv, .jsonl, .parquet), or - for stdout."
@@ -152,15 +179,27 @@ def score(inputs: tuple[str, ...], **options) -> None:
     sys.exit(EXIT_FILES_FAILED if outcome.failed else EXIT_OK)
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "ser-batch summarize report.csv",
+        "ser-batch summarize calls.parquet --plot plots/calls.png   # creates plots/",
+    )
+)
 @click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the summary into this picture (.png, .svg, .pdf; needs matplotlib).",
+)
 @one_line_errors
 def summarize(report: Path, plot: Path | None) -> None:
     """Label distribution and confidence histogram of a report, as a table (and a picture)."""
-    from ser.batch.summary import plot_summary, summarize_report
+    from ser.batch.summary import plot_summary, prepare_plot, summarize_report
 
     summary = summarize_report(report)
+    if plot is not None:
+        prepare_plot(plot)  # a missing matplotlib or a bad target fails before any output
     click.echo(summary.table())
     if plot is not None:
         plot_summary(summary, plot)

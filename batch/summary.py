@@ -12,6 +12,8 @@ from ser.batch.report import read_report, report_format
 from ser.errors import SerError
 
 BINS = np.linspace(0.0, 1.0, 11)
+# Columns every ser-batch report has (a --segments file lacks status: it has no failed files).
+REPORT_COLUMNS = ("path", "label", "confidence", "status")
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,32 @@ class ReportSummary:
 
 
 def summarize_report(path: Path) -> ReportSummary:
-    rows = read_report(path, report_format(str(path)))
-    if not rows or "label" not in rows[0]:
-        raise SerError(f"{path}: not a ser-batch report (no rows with a label column)")
+    """Count a report's labels and confidences.
+
+    Raises:
+        SerError: in one line, when ``path`` is not a report written by ``ser-batch score``.
+    """
+    fmt = report_format(str(path))
+    try:
+        rows = read_report(path, fmt)
+    except SerError:
+        raise
+    except Exception as error:  # what the reader chokes on (JSON, Unicode, Arrow, ragged CSV)
+        reason = " ".join(str(error).split())[:120] if isinstance(error, ValueError) else ""
+        detail = f": {reason}" if reason else ""
+        raise SerError(
+            f"{path}: not a ser-batch report (cannot be read as {fmt}{detail})"
+        ) from None
+    if not rows:
+        raise SerError(f"{path}: no rows (an empty report, or not a ser-batch report)")
+    columns = set(rows[0]) if isinstance(rows[0], dict) else set()
+    missing = [column for column in REPORT_COLUMNS if column not in columns]
+    if missing:
+        segments = {"start_s", "end_s"} <= columns
+        why = "a --segments file: one row per window" if segments else f"no {', '.join(missing)}"
+        raise SerError(
+            f"{path}: not a ser-batch report ({why}); summarize reads what ser-batch score -o wrote"
+        )
     ok = [row for row in rows if row.get("status") == "ok"]
     confidences = np.array([float(row["confidence"]) for row in ok], dtype=float)
     counts, _ = np.histogram(confidences, bins=BINS)
@@ -50,15 +75,29 @@ def summarize_report(path: Path) -> ReportSummary:
     )
 
 
+def prepare_plot(path: Path) -> None:
+    """Check everything a plot needs before anything is printed, and create its folder.
+
+    Raises:
+        SerError: matplotlib is missing, ``path`` has no extension matplotlib writes, or its
+            folder cannot be created.
+    """
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = sorted(FigureCanvasBase.get_supported_filetypes())
+    if path.suffix.lower().lstrip(".") not in kinds:
+        raise SerError(f"--plot {path}: name a picture file ending in .{', .'.join(kinds)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SerError(f"--plot {path}: cannot create {path.parent} ({error.strerror})") from None
+
+
 def plot_summary(summary: ReportSummary, path: Path) -> None:
     """Bar charts of labels and confidences (needs matplotlib: the ``plot`` or ``train`` extra)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SerError("--plot needs matplotlib: pip install 'ser-toolkit[plot]'") from None
+    prepare_plot(path)
+    plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     names = [label for label, _ in summary.labels]
     left.bar(names, [count for _, count in summary.labels], color="tab:blue")
@@ -69,3 +108,14 @@ def plot_summary(summary: ReportSummary, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SerError("--plot needs matplotlib: pip install 'ser-toolkit[plot]'") from None
+    return plt

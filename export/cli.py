@@ -6,16 +6,28 @@ from pathlib import Path
 
 import click
 
-from ser.clitools import one_line_errors, version_option
+from ser.clitools import CONTEXT_SETTINGS, UserError, examples, one_line_errors, version_option
 
 
-@click.group()
+@click.group(
+    context_settings=CONTEXT_SETTINGS,
+    epilog=examples(
+        "ser-export forest --model runs/forest -o forest.onnx",
+        "ser-export neural --checkpoint runs/whisper-pooled -o model.onnx --data corpus.csv",
+        "ser-export check model.onnx --checkpoint runs/whisper-pooled --data corpus.csv",
+    ),
+)
 @version_option
 def main() -> None:
     """Export trained models to ONNX with their labels, sample rate and window inside."""
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "ser-export forest --model runs/forest -o forest.onnx",
+        "ser-export check forest.onnx --model runs/forest     # the gates again, later",
+    )
+)
 @click.option(
     "--model",
     "model_dir",
@@ -52,7 +64,13 @@ _data_option = click.option(
 )
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "ser-export neural --checkpoint runs/whisper-pooled -o model.onnx --data corpus.csv",
+        "ser-export neural --checkpoint runs/whisper-pooled -o int8.onnx --data corpus.csv \\",
+        "    --quantize int8",
+    )
+)
 @_checkpoint_option
 @click.option(
     "-o", "--output", required=True, type=click.Path(path_type=Path), help="The .onnx file."
@@ -100,7 +118,12 @@ def neural(
     )
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "ser-export requantize old.onnx -o model.onnx --data ../shared/data/ravdess-speech-16k",
+        "ser-export requantize old.onnx -o cuda.onnx --data corpus.csv --precision float32",
+    )
+)
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "-o", "--output", required=True, type=click.Path(path_type=Path), help="The new .onnx file."
@@ -128,26 +151,89 @@ def requantize(model: Path, output: Path, data: Path, precision: str) -> None:
     click.echo(f"batch invariance ok: {result.invariance}\nwrote {output} ({size_mb:.1f} MB)")
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "ser-export check model.onnx --checkpoint runs/whisper-pooled --data corpus.csv",
+        "ser-export check model.onnx --checkpoint runs/whisper-pooled   # generated audio",
+        "ser-export check forest.onnx --model runs/forest",
+    )
+)
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_checkpoint_option
-@_data_option
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A neural MODEL: the folder written by ser-train neural that it was exported from.",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A forest MODEL: the folder written by ser-train forest that it was exported from.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="With --checkpoint: a corpus (RAVDESS folder or manifest) whose test clips, all of "
+    "them, the check runs on (default: 16 generated signals).",
+)
 @one_line_errors
-def check(model: Path, checkpoint: Path, data: Path | None) -> None:
-    """Compare an exported MODEL.onnx with its PyTorch checkpoint; check batch invariance."""
-    from ser.export.neural import check_exported
+def check(model: Path, checkpoint: Path | None, model_dir: Path | None, data: Path | None) -> None:
+    """Run the export gates again on a written MODEL.onnx: parity and batch invariance.
 
-    parity, invariance = check_exported(model, checkpoint, parity_clips=_parity_clips(data))
+    A neural model is compared with its PyTorch checkpoint on the test clips of --data (else on
+    generated audio); a forest with its scikit-learn model on the test features saved at
+    training. Batch invariance: the same inputs scored alone and in shuffled batches.
+    """
+    if (checkpoint is None) == (model_dir is None):
+        raise click.UsageError(
+            "give the folder MODEL was exported from: --checkpoint (neural) or --model (forest)"
+        )
+    frontend = _exported_frontend(model)
+    if model_dir is not None:
+        if frontend != "egemaps":
+            raise UserError(f"{model}: a {frontend} (neural) model; check it with --checkpoint")
+        if data is not None:
+            raise click.UsageError("--data is for neural models; a forest is checked on the "
+                                   "test features saved in --model")  # fmt: skip
+        from ser.export.forest import check_forest
+
+        gates = check_forest(model, model_dir)
+        parity, invariance = gates.parity, gates.invariance
+    else:
+        if frontend != "waveform":
+            raise UserError(f"{model}: an {frontend} forest; check it with --model")
+        from ser.export.neural import check_exported
+
+        parity, invariance = check_exported(model, checkpoint, parity_clips=_parity_clips(data))
     click.echo(f"parity ok: {parity}\nbatch invariance ok: {invariance}")
 
 
+def _exported_frontend(path: Path) -> str:
+    """The frontend an exported model's metadata declares (``egemaps`` or ``waveform``)."""
+    import onnx
+
+    from ser.errors import ModelError
+    from ser.export.onnx_io import read_metadata
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # onnx raises assorted errors for files that are not ONNX
+        reason = " ".join(str(error).split())[:200]
+        raise ModelError(f"{path}: not an ONNX model ({reason})") from None
+    return read_metadata(model).frontend
+
+
 def _parity_clips(data: Path | None) -> list:
+    """Every test clip of ``data`` (every clip if it has no test split), as the README says."""
     if data is None:
         return []
     from ser.corpus import load_corpus, select
 
     clips = load_corpus(data)
-    return (select(clips, "test") or clips)[:64]
+    return select(clips, "test") or clips
 
 
 def _validation_clips(data: Path | None) -> list:

@@ -20,7 +20,7 @@ from ser.export.invariance import (
     require_invariance,
     session_runner,
 )
-from ser.export.onnx_io import attach_metadata, run_onnx, save_model
+from ser.export.onnx_io import attach_metadata, save_model
 from ser.export.parity import ParityReport, compare_probabilities, require_parity
 from ser.metadata import ModelMetadata
 from ser.training.forest import MODEL_FILE, TEST_FEATURES_FILE
@@ -72,18 +72,34 @@ def export_forest(model_dir: Path, out_path: Path) -> ForestExport:
     )
     attach_metadata(model, metadata)
     onnx.checker.check_model(model)
-
-    test = np.load(model_dir / TEST_FEATURES_FILE)
-    features = test["features"].astype(np.float32)
-    report = compare_probabilities(
-        forest.predict_proba(features),
-        run_onnx(model, {INPUT_NAME: features}, PROBS_NAME),
-        FOREST_TOLERANCE,
-    )
-    require_parity(report, str(out_path))
-    runner = session_runner(model.SerializeToString(), INPUT_NAME, PROBS_NAME)
-    invariance = require_invariance(batch_invariance(runner, features), str(out_path))
+    gates = _gates(forest, model.SerializeToString(), model_dir, str(out_path))
     save_model(model, out_path)
+    return gates
+
+
+def check_forest(model_path: Path, model_dir: Path) -> ForestExport:
+    """Run the export gates again on a written forest: parity with the scikit-learn model in
+    ``model_dir`` on every test clip's saved features, and batch invariance.
+
+    Raises:
+        ModelError: when ``model_dir`` is not a trained forest or ``model_path`` is unreadable.
+        ParityError, InvarianceError: with the figures, as at export.
+    """
+    forest, _, _ = _load_trained_forest(model_dir)
+    try:
+        model_bytes = Path(model_path).read_bytes()
+    except OSError as error:
+        raise ModelError(f"{model_path}: cannot read ({error.strerror})") from None
+    return _gates(forest, model_bytes, model_dir, str(model_path))
+
+
+def _gates(forest: object, model: bytes, model_dir: Path, what: str) -> ForestExport:
+    """ONNX Runtime against scikit-learn on the saved test features; the same rows in batches."""
+    features = np.load(model_dir / TEST_FEATURES_FILE)["features"].astype(np.float32)
+    runner = session_runner(model, INPUT_NAME, PROBS_NAME)
+    source = forest.predict_proba(features)
+    report = require_parity(compare_probabilities(source, runner(features), FOREST_TOLERANCE), what)
+    invariance = require_invariance(batch_invariance(runner, features), what)
     return ForestExport(report, invariance)
 
 

@@ -1,16 +1,22 @@
 """The one audio path every stage uses: decode, mix down, resample, window.
 
-Training, export and scoring all call :func:`load_audio` and :func:`prepare_signal`, so the
-signal a model was trained on and the signal it scores can never be prepared differently.
+Training, export and scoring all call :func:`load_audio` (or :func:`stream_audio` for long files)
+and :func:`prepare_signal`, so the signal a model was trained on and the signal it scores can
+never be prepared differently. libsndfile (soundfile) decodes what it reads; everything else
+(phone and video recordings: .m4a, .mp4, .aac, .webm, .amr, .wma, ...) goes through FFmpeg's
+decoders via PyAV, the ``formats`` extra. Both paths open regular files only, by descriptor, mix
+to mono the same way and resample with the same soxr settings.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -19,27 +25,48 @@ import soxr
 from ser.errors import AudioError
 
 SAMPLE_RATE = 16_000
-AUDIO_EXTENSIONS = frozenset(
+SOUNDFILE_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
 )
+# Recordings from phones, browsers and video: taken by discovery even without the formats extra,
+# so that they get an error row naming the install instead of being skipped silently.
+COMMON_FFMPEG_EXTENSIONS = frozenset(
+    {".m4a", ".mp4", ".aac", ".webm", ".amr", ".wma", ".3gp", ".mov", ".mkv", ".mka"}
+)
+FFMPEG_EXTENSIONS = COMMON_FFMPEG_EXTENSIONS | frozenset(
+    {".m4b", ".3g2", ".awb", ".asf", ".wmv", ".ac3", ".eac3", ".dts", ".mp2", ".mpa", ".ape",
+     ".tta", ".wv", ".avi", ".flv"}
+)  # fmt: skip
+HAS_FFMPEG = importlib.util.find_spec("av") is not None
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | (
+    FFMPEG_EXTENSIONS if HAS_FFMPEG else COMMON_FFMPEG_EXTENSIONS
+)
+FORMATS_INSTALL = "pip install 'ser-toolkit[formats]'"
 MIN_SAMPLE_RATE = 1_000
 """Below this no recording carries speech; such a header would cost minutes of resampling."""
 MAX_FRAMES_PER_BYTE = 10_000
 """Well above any real encoder (silent FLAC packs about 350 frames per byte)."""
 
+_SOUNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, OSError, ValueError)
+
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any file libsndfile reads into mono float32 at ``sample_rate``.
+    """Decode a whole file into mono float32 at ``sample_rate``.
 
     Raises:
         AudioError: naming the file, when it cannot be read or holds no usable samples.
     """
     path = Path(path)
-    check_header(path)
-    try:
-        signal, file_rate = sf.read(_descriptor(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
-        raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
+    info, refusal = _soundfile_header(path)
+    signal: np.ndarray | None = None
+    if info is not None:
+        try:
+            signal, file_rate = sf.read(_descriptor(path), dtype="float32", always_2d=True)
+        except _SOUNDFILE_ERRORS as error:  # a header libsndfile reads, samples it cannot
+            refusal = error
+    if signal is None:
+        file_rate, blocks = _ffmpeg_blocks(path, None, refusal)
+        signal = np.concatenate(list(blocks)) if file_rate else np.zeros(0, np.float32)
     try:
         return prepare_signal(signal, file_rate, sample_rate)
     except AudioError as error:
@@ -52,27 +79,20 @@ def stream_audio(
     """Decode a file block by block into mono float32 at ``sample_rate``.
 
     The same processing as :func:`load_audio` (mix down, soxr resampling with the same quality,
-    NaN check), but memory stays at one block however long the file is.
+    NaN check), but memory stays at one block however long the file is, whichever decoder
+    reads it.
 
     Raises:
         AudioError: naming the file, when it cannot be read or holds unusable samples.
     """
     path = Path(path)
-    info = check_header(path)
-    try:
-        blocks = sf.blocks(
-            _descriptor(path), blocksize=max(1, int(block_s * info.samplerate)), dtype="float32",
-            always_2d=True,
-        )  # fmt: skip
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
-        raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
+    file_rate, blocks = _open_blocks(path, block_s)
     resampler = None
-    if info.samplerate != sample_rate:
-        resampler = soxr.ResampleStream(info.samplerate, sample_rate, 1, "float32", quality="HQ")
+    if file_rate and file_rate != sample_rate:
+        resampler = soxr.ResampleStream(file_rate, sample_rate, 1, "float32", quality="HQ")
     produced = 0
     try:
-        for block in blocks:
-            mono = block.mean(axis=1, dtype=np.float32)
+        for mono in blocks:
             if not np.isfinite(mono).all():
                 raise AudioError(f"{path}: audio holds NaN or infinite samples")
             out = resampler.resample_chunk(mono) if resampler else mono
@@ -91,13 +111,21 @@ def stream_audio(
 
 
 def audio_duration(path: str | Path) -> float:
-    """Duration in seconds from the file header, without decoding the samples."""
-    info = check_header(path)
+    """Duration in seconds from the file header, without decoding the samples.
+
+    Only an FFmpeg-read file whose container states no duration (some browser recordings) is
+    decoded to count its samples.
+    """
+    path = Path(path)
+    info, refusal = _soundfile_header(path)
+    if info is None:
+        with _FFmpegFile(path, refusal) as source:
+            return source.duration()
     return info.frames / info.samplerate
 
 
 def check_header(path: str | Path) -> sf._SoundFileInfo:
-    """The file's header, refused when it declares what no recording holds.
+    """libsndfile's header of the file, refused when it declares what no recording holds.
 
     A sample rate under :data:`MIN_SAMPLE_RATE` or more frames than :data:`MAX_FRAMES_PER_BYTE`
     per byte of the file would cost minutes of resampling or gigabytes of buffer before any
@@ -106,22 +134,9 @@ def check_header(path: str | Path) -> sf._SoundFileInfo:
     Raises:
         AudioError: naming the file, when the header cannot be read or is absurd.
     """
-    try:
-        fd = _descriptor(path)
-        size = os.fstat(fd).st_size
-        info = sf.info(fd)
-    except (sf.LibsndfileError, RuntimeError, OSError) as error:
-        raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
-    if info.samplerate < MIN_SAMPLE_RATE:
-        raise AudioError(
-            f"{path}: header declares a sample rate of {info.samplerate} Hz "
-            f"(under {MIN_SAMPLE_RATE} Hz); refused"
-        )
-    if info.frames > MAX_FRAMES_PER_BYTE * max(size, 1):
-        raise AudioError(
-            f"{path}: header declares {info.frames / info.samplerate / 3600:.1f} h of audio "
-            f"in {size / 1000:.1f} kB; refused"
-        )
+    info, refusal = _soundfile_header(Path(path))
+    if info is None:
+        raise AudioError(f"{path}: cannot decode audio ({_one_line(refusal)})")
     return info
 
 
@@ -196,7 +211,175 @@ def _descriptor(path: str | Path) -> int:
     return fd
 
 
-def _one_line(error: BaseException) -> str:
+def _soundfile_header(path: Path) -> tuple[Any, BaseException | None]:
+    """libsndfile's checked header, or ``(None, why libsndfile cannot read the file)``.
+
+    Raises:
+        AudioError: the file cannot be opened as a regular file (no decoder could do better), or
+            its header is absurd (see :func:`check_header`).
+    """
+    try:
+        fd = _descriptor(path)
+    except OSError as error:
+        raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
+    try:
+        size = os.fstat(fd).st_size
+        info = sf.info(fd)
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        return None, error
+    if info.samplerate < MIN_SAMPLE_RATE:
+        raise AudioError(
+            f"{path}: header declares a sample rate of {info.samplerate} Hz "
+            f"(under {MIN_SAMPLE_RATE} Hz); refused"
+        )
+    if info.frames > MAX_FRAMES_PER_BYTE * max(size, 1):
+        raise AudioError(
+            f"{path}: header declares {info.frames / info.samplerate / 3600:.1f} h of audio "
+            f"in {size / 1000:.1f} kB; refused"
+        )
+    return info, None
+
+
+def _open_blocks(path: Path, block_s: float) -> tuple[int, Iterator[np.ndarray]]:
+    """The file's sample rate and its mono float32 blocks of about ``block_s`` seconds."""
+    info, refusal = _soundfile_header(path)
+    if info is None:
+        return _ffmpeg_blocks(path, block_s, refusal)
+    try:
+        blocks = sf.blocks(
+            _descriptor(path), blocksize=max(1, int(block_s * info.samplerate)), dtype="float32",
+            always_2d=True,
+        )  # fmt: skip
+    except _SOUNDFILE_ERRORS as error:
+        raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
+    return info.samplerate, (block.mean(axis=1, dtype=np.float32) for block in blocks)
+
+
+def _ffmpeg_blocks(
+    path: Path, block_s: float | None, refusal: BaseException | None
+) -> tuple[int, Iterator[np.ndarray]]:
+    """Decode ``path`` with FFmpeg: its first audio stream's rate and mono blocks.
+
+    Blocks hold at least ``block_s`` seconds (None: the whole file in one block). A file with no
+    audio samples gives rate 0 and no blocks.
+
+    Raises:
+        AudioError: see :class:`_FFmpegFile`, or a rate under :data:`MIN_SAMPLE_RATE`.
+    """
+    frames = _FFmpegFile(path, refusal).frames()
+    first = next(frames, None)
+    if first is None:
+        return 0, iter(())
+    rate, mono = first
+    if rate < MIN_SAMPLE_RATE:
+        frames.close()
+        raise AudioError(
+            f"{path}: a sample rate of {rate} Hz (under {MIN_SAMPLE_RATE} Hz); refused"
+        )
+    size = None if block_s is None else max(1, int(block_s * rate))
+    return rate, _gather(mono, (chunk for _, chunk in frames), size)
+
+
+class _FFmpegFile:
+    """A file libsndfile cannot read, opened by descriptor and demuxed by FFmpeg (PyAV).
+
+    Raises:
+        AudioError: when PyAV is missing (naming the install for FFmpeg's extensions), the file
+            is not audio FFmpeg reads, or it has no audio stream.
+    """
+
+    def __init__(self, path: Path, refusal: BaseException | None) -> None:
+        self.path = path
+        try:
+            import av
+        except ImportError:
+            if path.suffix.lower() in FFMPEG_EXTENSIONS:
+                raise AudioError(
+                    f"{path}: cannot decode {path.suffix} audio without FFmpeg: {FORMATS_INSTALL}"
+                ) from None
+            raise AudioError(f"{path}: cannot decode audio ({_one_line(refusal)})") from None
+        self._errors = (av.FFmpegError, OSError, ValueError)
+        self._to_float = av.AudioResampler(format="fltp")  # the sample format only
+        try:
+            self._handle = open(_descriptor(path), "rb")  # noqa: SIM115 (closed by close())
+        except OSError as error:
+            raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
+        try:
+            self.container = av.open(self._handle)
+        except self._errors as error:
+            self._handle.close()
+            # for a file libsndfile should read, its reason is the telling one
+            own = path.suffix.lower() in SOUNDFILE_EXTENSIONS and refusal is not None
+            reason = _one_line(refusal) if own else _ffmpeg_reason(error)
+            raise AudioError(f"{path}: cannot decode audio ({reason})") from None
+        if not self.container.streams.audio:
+            name = self.container.format.name
+            self.close()
+            raise AudioError(f"{path}: no audio stream (container {name})")
+        self.stream = self.container.streams.audio[0]
+
+    def duration(self) -> float:
+        """The audio stream's duration, else the container's, else the samples counted."""
+        stream, container = self.stream, self.container
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / 1_000_000  # FFmpeg's AV_TIME_BASE: microseconds
+        samples, rate = 0, 0
+        for frame_rate, mono in self.frames():
+            samples, rate = samples + mono.size, frame_rate
+        return samples / rate if rate else 0.0
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Decoded frames as (rate, mono float32), mixed down as the soundfile path does.
+
+        Closes the file when exhausted or closed.
+        """
+        try:
+            for frame in self.container.decode(self.stream):
+                for planar in self._to_float.resample(frame):
+                    yield planar.sample_rate, planar.to_ndarray().mean(axis=0, dtype=np.float32)
+            for planar in self._to_float.resample(None):
+                yield planar.sample_rate, planar.to_ndarray().mean(axis=0, dtype=np.float32)
+        except self._errors as error:
+            reason = _ffmpeg_reason(error)
+            raise AudioError(f"{self.path}: cannot decode audio ({reason})") from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the demuxer and the file (again is harmless)."""
+        self.container.close()
+        self._handle.close()
+
+    def __enter__(self) -> _FFmpegFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _gather(
+    first: np.ndarray, rest: Iterator[np.ndarray], size: int | None
+) -> Iterator[np.ndarray]:
+    """Join small decoded frames into blocks of at least ``size`` samples (None: one block)."""
+    parts, held = [first], first.size
+    for chunk in rest:
+        parts.append(chunk)
+        held += chunk.size
+        if size is not None and held >= size:
+            yield np.concatenate(parts)
+            parts, held = [], 0
+    if parts:
+        yield np.concatenate(parts)
+
+
+def _one_line(error: BaseException | None) -> str:
     # libsndfile's own text, without soundfile's "Error opening <descriptor>: " prefix
     text = error.error_string if isinstance(error, sf.LibsndfileError) else str(error)
     return " ".join(text.split()) or type(error).__name__
+
+
+def _ffmpeg_reason(error: BaseException) -> str:
+    """FFmpeg's message without its errno and the file name the caller already names."""
+    return getattr(error, "strerror", None) or _one_line(error)

@@ -1,4 +1,4 @@
-"""What the three console scripts share: version option and one-line errors."""
+"""What the three console scripts share: -h/--help, version option, examples, one-line errors."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ from ser import __version__
 from ser.errors import SerError
 
 version_option = click.version_option(__version__, prog_name="ser")
+# Given to each group: its subcommands inherit it, so every command takes -h as well as --help.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+def examples(*command_lines: str) -> str:
+    """A help epilog listing example command lines, kept as written (click does not rewrap it)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in command_lines)
 
 
 class UserError(click.ClickException):

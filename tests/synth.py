@@ -74,3 +74,35 @@ def write_voiced(
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, voiced(f0, seconds, rate), rate, **kwargs)
     return path
+
+
+def write_ffmpeg(
+    path: Path,
+    signal: np.ndarray,
+    rate: int,
+    codec: str,
+    *,
+    container: str | None = None,
+    codec_rate: int | None = None,
+    bit_rate: int | None = None,
+) -> Path:
+    """Encode ``signal`` (``[samples]`` or ``[channels, samples]``) with FFmpeg through PyAV.
+
+    ``codec_rate`` is the rate the codec runs at (Opus 48 kHz, AMR 8 kHz); PyAV's encoder
+    converts the frames to it.
+    """
+    import av
+
+    planes = np.atleast_2d(np.asarray(signal, np.float32))
+    layout = {1: "mono", 2: "stereo"}[planes.shape[0]]
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=codec_rate or rate, layout=layout)
+        if bit_rate:
+            stream.codec_context.bit_rate = bit_rate
+        for start in range(0, planes.shape[1], 4096):
+            part = np.ascontiguousarray(planes[:, start : start + 4096])
+            frame = av.AudioFrame.from_ndarray(part, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = rate, start
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path

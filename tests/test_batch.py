@@ -21,17 +21,6 @@ from ser.training.cli import main as train_main
 
 from synth import voiced
 
-COMMANDS = [
-    (train_main, []), (train_main, ["forest"]), (export_main, []), (export_main, ["forest"]),
-    (batch_main, []), (batch_main, ["score"]),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("command", "args"), COMMANDS)
-def test_every_command_has_help(command, args):
-    result = CliRunner().invoke(command, [*args, "--help"])
-    assert result.exit_code == 0 and "Usage:" in result.output
-
 
 @pytest.mark.parametrize("command", [train_main, export_main, batch_main])
 def test_version(command):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ser.audio import AUDIO_EXTENSIONS
+from ser.audio import AUDIO_EXTENSIONS, HAS_FFMPEG
 from ser.batch.cli import EXIT_FILES_FAILED, main
 from ser.batch.discovery import discover
 from ser.batch.progress import Progress
@@ -22,9 +22,11 @@ def _score(*args: str):
 
 
 def test_every_listed_extension_is_found_in_any_case_and_exclude_drops_files(tmp_path):
-    # as the README lists them
+    # as the README lists them: libsndfile's, FFmpeg's always, FFmpeg's with the formats extra
     listed = ".wav .flac .ogg .oga .opus .mp3 .aif .aiff .au .w64 .caf".split()  # noqa: SIM905
-    assert set(listed) == AUDIO_EXTENSIONS
+    ffmpeg = ".m4a .mp4 .aac .webm .amr .wma .3gp .mov .mkv .mka".split()  # noqa: SIM905
+    extra = ".m4b .3g2 .awb .asf .wmv .ac3 .eac3 .dts .mp2 .mpa .ape .tta .wv .avi .flv".split()  # noqa: SIM905
+    assert {*listed, *ffmpeg, *(extra if HAS_FFMPEG else ())} == AUDIO_EXTENSIONS
     for n, extension in enumerate(listed):
         (tmp_path / f"f{n:02d}{extension.upper() if n % 2 else extension}").write_bytes(b"")
     (tmp_path / "notes.txt").write_bytes(b"")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,12 @@ from torch import nn
 
 from ser.audio import SAMPLE_RATE
 from ser.errors import ModelError
+from ser.training.progress import quiet_library_bars
 
 WAVEFORM_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer")
 WHISPER_TYPES = ("whisper",)
 DEFAULT_BACKBONE = "facebook/wav2vec2-base"
+HUB_PROBE_TIMEOUT_S = 5.0
 
 
 class SpeechEncoder(nn.Module):
@@ -162,46 +165,103 @@ def load_backbone(name_or_path: str, *, whisper_pad_30s: bool = False) -> Speech
     """Load a pretrained speech encoder (a hub id or a local folder) and freeze it.
 
     Raises:
-        ModelError: when ``name_or_path`` cannot be loaded or is not a supported speech encoder.
+        ModelError: when ``name_or_path`` cannot be loaded or is not a supported speech encoder;
+            without network, in seconds (see :func:`local_files_only`).
     """
     from transformers import AutoConfig
 
+    quiet_library_bars()
+    local_only = local_files_only(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local_only)
     except (OSError, ValueError, json.JSONDecodeError) as error:
         reason = " ".join(str(error).split())[:300]
         raise ModelError(f"{name_or_path}: cannot load a model configuration ({reason})") from None
     model_type = getattr(config, "model_type", "")
-    if model_type in WHISPER_TYPES:
-        backbone: SpeechEncoder = _load_whisper(name_or_path, whisper_pad_30s)
-    elif model_type in WAVEFORM_TYPES:
-        backbone = _load_waveform(name_or_path)
-    else:
+    if model_type not in (*WHISPER_TYPES, *WAVEFORM_TYPES):
         supported = ", ".join((*WAVEFORM_TYPES, *WHISPER_TYPES))
         raise ModelError(
             f"{name_or_path}: a {model_type or 'unknown'} model is not a speech encoder "
             f"(supported: {supported})"
         )
+    try:
+        if model_type in WHISPER_TYPES:
+            backbone: SpeechEncoder = _load_whisper(name_or_path, whisper_pad_30s, local_only)
+        else:
+            backbone = _load_waveform(name_or_path, local_only)
+    except OSError as error:
+        reason = " ".join(str(error).split())[:300]
+        raise ModelError(f"{name_or_path}: cannot load the model weights ({reason})") from None
     return backbone.freeze()
 
 
-def _load_waveform(name_or_path: str) -> WaveformEncoder:
+def local_files_only(name_or_path: str) -> bool:
+    """Whether to load without the network, failing in seconds where the network is needed.
+
+    A local folder, and a hub id already in the Hugging Face cache, load from disk with no
+    network at all. Any other hub id must be downloaded: in offline mode (``HF_HUB_OFFLINE`` or
+    ``TRANSFORMERS_OFFLINE``), or when one short request cannot reach the hub, this raises one
+    line at once instead of letting huggingface_hub retry for most of a minute.
+
+    Raises:
+        ModelError: when the model is neither on disk nor downloadable now.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return True
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelError(f"{name_or_path}: cannot load a model configuration (no such folder)")
+    from huggingface_hub import constants, get_session, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+        return True
+    hint = "give a local folder with --backbone, or download it once with internet"
+    if _offline_mode():
+        raise ModelError(
+            f"{name_or_path}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"offline mode is on (HF_HUB_OFFLINE); {hint}"
+        )
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as error:  # DNS, refused, timeout, proxy: any transport failure
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise ModelError(
+            f"{name_or_path}: cannot reach {constants.ENDPOINT} ({reason}) and it is not in the "
+            f"Hugging Face cache; {hint}"
+        ) from None
+    return False
+
+
+def _offline_mode() -> bool:
+    """huggingface_hub's own test, read now rather than when it was imported."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"} for name in names)
+
+
+def _load_waveform(name_or_path: str, local_only: bool) -> WaveformEncoder:
     from transformers import AutoFeatureExtractor, AutoModel
 
-    model = AutoModel.from_pretrained(name_or_path, dtype=torch.float32)
+    model = AutoModel.from_pretrained(
+        name_or_path, dtype=torch.float32, local_files_only=local_only
+    )
     try:
-        do_normalize = bool(AutoFeatureExtractor.from_pretrained(name_or_path).do_normalize)
+        extractor = AutoFeatureExtractor.from_pretrained(name_or_path, local_files_only=local_only)
+        do_normalize = bool(extractor.do_normalize)
     except (OSError, ValueError, AttributeError):
         do_normalize = True  # wav2vec2-base and most fine-tuned checkpoints normalise
     return WaveformEncoder(model, name_or_path, do_normalize)
 
 
-def _load_whisper(name_or_path: str, pad_30s: bool) -> WhisperEncoderBackbone:
+def _load_whisper(name_or_path: str, pad_30s: bool, local_only: bool) -> WhisperEncoderBackbone:
     from transformers import WhisperFeatureExtractor, WhisperModel
 
-    model = WhisperModel.from_pretrained(name_or_path, dtype=torch.float32)
+    model = WhisperModel.from_pretrained(
+        name_or_path, dtype=torch.float32, local_files_only=local_only
+    )
     try:
-        extractor = WhisperFeatureExtractor.from_pretrained(name_or_path)
+        extractor = WhisperFeatureExtractor.from_pretrained(
+            name_or_path, local_files_only=local_only
+        )
     except (OSError, ValueError):
         extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
     return WhisperEncoderBackbone(model.encoder, extractor.mel_filters, name_or_path, pad_30s)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ser.clitools import one_line_errors, version_option
+from ser.clitools import CONTEXT_SETTINGS, examples, one_line_errors, version_option
 from ser.corpus import load_corpus
 from ser.training.cache import default_cache_dir
 
@@ -27,13 +27,24 @@ _cache_option = click.option(
 )
 
 
-@click.group()
+@click.group(
+    context_settings=CONTEXT_SETTINGS,
+    epilog=examples(
+        "ser-train forest --data ../shared/data/ravdess-speech-16k --out runs/forest",
+        "ser-train neural --data corpus.csv --out runs/whisper --backbone ./whisper-tiny.en",
+    ),
+)
 @version_option
 def main() -> None:
     """Train speech emotion models (speaker-independent split: actors 1-20/21-22/23-24)."""
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "ser-train forest --data ../shared/data/ravdess-speech-16k --out runs/forest",
+        "ser-train forest --data corpus.csv --out runs/forest --cache-dir /scratch/ser-cache",
+    )
+)
 @_data_option
 @_out_option
 @_cache_option
@@ -50,7 +61,14 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
     )
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "ser-train neural --data ../shared/data/ravdess-speech-16k --out runs/whisper-pooled \\",
+        "    --backbone ../shared/models/whisper-tiny.en --ensemble 3",
+        "ser-train neural --data corpus.csv --out runs/w2v --views 2 --cache-dir /scratch/cache",
+        "HF_HUB_OFFLINE=1 ser-train neural --data corpus.csv --out runs/w2v   # cached hub id",
+    )
+)
 @_data_option
 @_out_option
 @_cache_option

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ser.audio import center_window, load_audio
 from ser.corpus import Clip
@@ -31,6 +30,7 @@ from ser.training.backbones import SpeechEncoder
 from ser.training.cache import ArrayCache, file_key
 from ser.training.devices import encoder_arithmetic
 from ser.training.heads import valid_frames
+from ser.training.progress import Stage, human_bytes
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,12 @@ class EncodedClips:
 
     def __len__(self) -> int:
         return self.states.shape[0]
+
+
+def window_bytes(backbone: SpeechEncoder, window: int) -> int:
+    """What one encoded window takes in the cache: float16 states and the frame mask."""
+    frames = backbone.num_frames(window)
+    return backbone.num_layers * frames * backbone.hidden_size * 2 + frames
 
 
 def backbone_fingerprint(backbone: SpeechEncoder) -> str:
@@ -122,7 +128,9 @@ def encode_clips(
         )
 
     prepared = prepare_ahead(chunks, chunk_audio, workers)
-    with tqdm(total=len(missing), desc=desc, unit="clip", disable=None if missing else True) as bar:
+    writes = human_bytes(len(missing) * views * window_bytes(backbone, window))
+    detail = f"{len(missing) * views} windows to encode, {len(clips) - len(missing)} clips cached"
+    with Stage(desc, len(missing), "clip", detail=f"{detail}; writing {writes}") as bar:
         for chunk, samples in zip(chunks, prepared, strict=True):
             audio = torch.from_numpy(samples)
             with torch.inference_mode(), encoder_arithmetic(device, precision):

@@ -18,7 +18,6 @@ import numpy as np
 import sklearn
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GroupKFold, cross_val_score
-from tqdm import tqdm
 
 from ser.audio import SAMPLE_RATE, load_audio
 from ser.corpus import Clip, check_splits, manifest_hash, select
@@ -28,6 +27,7 @@ from ser.training.cache import ArrayCache, file_key
 from ser.training.checks import check_readable
 from ser.training.metrics import classification_metrics
 from ser.training.plots import plot_confusion_matrix
+from ser.training.progress import Stage, track
 
 LEAF_GRID = (5, 10, 50, 100, 150, 200)
 MODEL_FILE = "forest.joblib"
@@ -44,20 +44,23 @@ class ForestRun:
 
 
 def extract_egemaps(
-    clips: Sequence[Clip], cache: ArrayCache, extractor: EgemapsExtractor, *, progress: bool = True
+    clips: Sequence[Clip],
+    cache: ArrayCache,
+    extractor: EgemapsExtractor,
+    *,
+    desc: str = "eGeMAPS features",
 ) -> np.ndarray:
     """eGeMAPS features ``[clips, 88]``, from the cache where the audio is unchanged."""
-    rows = []
-    for clip in tqdm(
-        clips, desc="eGeMAPS features", unit="clip", disable=None if progress else True
-    ):
-        key = file_key(clip.path, extractor.feature_set, extractor.version, SAMPLE_RATE)
-        stored = cache.get(key)
-        if stored is None:
-            stored = {"features": extractor.extract(load_audio(clip.path))}
-            cache.put(key, **stored)
-        rows.append(stored["features"])
-    return np.stack(rows).astype(np.float32)
+    keys = [file_key(c.path, extractor.feature_set, extractor.version, SAMPLE_RATE) for c in clips]
+    stored = [cache.get(key) for key in keys]
+    missing = [i for i, entry in enumerate(stored) if entry is None]
+    detail = f"{len(clips) - len(missing)} of {len(clips)} cached in {cache.folder} (1 KB a clip)"
+    with Stage(desc, len(missing), "clip", detail=detail) as stage:
+        for i in missing:
+            stored[i] = {"features": extractor.extract(load_audio(clips[i].path))}
+            cache.put(keys[i], **stored[i])
+            stage.update()
+    return np.stack([entry["features"] for entry in stored]).astype(np.float32)
 
 
 def make_forest(min_samples_leaf: int, seed: int) -> RandomForestClassifier:
@@ -76,7 +79,7 @@ def choose_min_samples_leaf(
     """The grid value with the best mean accuracy over speaker-grouped folds."""
     folds = GroupKFold(n_splits=min(5, len(set(groups))))
     scores = {}
-    for leaf in tqdm(LEAF_GRID, desc="min_samples_leaf CV", unit="value"):
+    for leaf in track(LEAF_GRID, "min_samples_leaf cross-validation", "value"):
         fold_scores = cross_val_score(
             make_forest(leaf, seed), features, targets, groups=groups, cv=folds
         )
@@ -95,8 +98,8 @@ def train_forest(
 
     extractor = EgemapsExtractor()
     cache = ArrayCache(cache_dir, "egemaps")
-    fit_x = extract_egemaps(fit_clips, cache, extractor)
-    test_x = extract_egemaps(test_clips, cache, extractor)
+    fit_x = extract_egemaps(fit_clips, cache, extractor, desc="eGeMAPS features, train+validation")
+    test_x = extract_egemaps(test_clips, cache, extractor, desc="eGeMAPS features, test")
     fit_y = np.array([label_index(clip.label) for clip in fit_clips])
     test_y = np.array([label_index(clip.label) for clip in test_clips])
     groups = [clip.speaker or str(clip.path) for clip in fit_clips]

@@ -30,10 +30,9 @@ import numpy as np
 import torch
 import transformers
 from torch import nn
-from tqdm import tqdm
 
 from ser.audio import SAMPLE_RATE, center_window, load_audio
-from ser.corpus import Clip, check_splits, manifest_hash, select
+from ser.corpus import SPLITS, Clip, check_splits, manifest_hash, select
 from ser.labels import LABELS
 from ser.training.augment import Augmentation
 from ser.training.backbones import DEFAULT_BACKBONE, SpeechEncoder, load_backbone
@@ -48,10 +47,11 @@ from ser.training.devices import (
     resolve_device,
     synchronize,
 )
-from ser.training.encoding import EncodedClips, encode_clips
+from ser.training.encoding import EncodedClips, encode_clips, window_bytes
 from ser.training.heads import HeadEnsemble, build_head
 from ser.training.metrics import classification_metrics
 from ser.training.plots import plot_confusion_matrix, plot_training_curves
+from ser.training.progress import announce_encoding, track
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,10 @@ def encode_corpus(
     started = time.perf_counter()
     precision = _choose_precision(backbone, select(clips, "validation"), window, device, config)
     cache = ArrayCache(cache_dir, "encoder-states")
+    splits = {split: len(select(clips, split)) for split in SPLITS if select(clips, split)}
+    announce_encoding(
+        splits, views=config.views, window_bytes=window_bytes(backbone, window), folder=cache.folder
+    )
     shared = dict(
         backbone=backbone, cache=cache, window=window, labels=LABELS, device=device,
         precision=precision.precision, workers=workers, batch_size=ENCODER_BATCH[device.type],
@@ -269,7 +273,7 @@ def _fit(
     }
     best_state, best_key = None, (-1.0, 0.0)
     epoch_times = []
-    for _ in tqdm(range(config.epochs), desc="training head", unit="epoch", disable=None):
+    for _ in track(range(config.epochs), f"training head (seed {config.seed})", "epoch"):
         started = time.perf_counter()
         head.train()
         order = balanced_indices(train.targets, classes, rng)
