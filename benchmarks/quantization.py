@@ -37,6 +37,7 @@ from ser.export.invariance import batch_invariance, session_runner
 from ser.export.neural import export_neural, parity_inputs
 from ser.export.onnx_io import read_metadata
 from ser.export.optimize import (
+    WEIGHT_BLOCK,
     dequantize_dynamic_int8,
     quantize_dynamic_int8,
     quantize_int8,
@@ -52,7 +53,8 @@ from common import RAVDESS_16K, describe_machine
 @click.option("--calibration", default=128, show_default=True, help="Training windows (static).")
 @click.option("--speed", default=1440, show_default=True, help="Files for end to end (0: skip).")
 @click.option("--repeats", default=1, show_default=True)
-def main(source: Path, data: Path, calibration: int, speed: int, repeats: int) -> None:
+@click.option("--blocks", default="32,64,128", show_default=True, help="MatMulNBits block sizes.")
+def main(source: Path, data: Path, calibration: int, speed: int, repeats: int, blocks: str) -> None:
     clips = read_ravdess(data)
     rng = np.random.default_rng(0)
     train = select(clips, "train")
@@ -73,8 +75,12 @@ def main(source: Path, data: Path, calibration: int, speed: int, repeats: int) -
              lambda: quantize_dynamic_int8(fp32)),
             (f"int8 static QDQ ({calibration} training windows)",
              lambda: quantize_static_int8(fp32, parity_inputs(chosen, window))),
-            ("int8 weights, per-row activations (MatMulNBits, --quantize int8)",
-             lambda: quantize_int8(fp32)),
+        ]  # fmt: skip
+        candidates += [
+            (f"int8 weights in blocks of {size}, per-row activations (MatMulNBits)"
+             + (", --quantize int8" if size == WEIGHT_BLOCK else ""),
+             lambda size=size: quantize_int8(fp32, block_size=size))
+            for size in map(int, blocks.split(","))
         ]  # fmt: skip
         targets = {s: np.array([labels.index(c.label) for c in sets[s]]) for s in sets}
         print(f"source: {source}; data: {data}; machine: {describe_machine()}")
