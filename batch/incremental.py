@@ -48,7 +48,14 @@ class Previous:
     segments: dict[Key, list[Row]]
 
     @classmethod
-    def read(cls, report: Path, fmt: str, journal: Path, segments: Path | None) -> Previous:
+    def read(
+        cls,
+        report: Path,
+        fmt: str,
+        journal: Path,
+        segments: Path | None,
+        segments_fmt: str = "csv",
+    ) -> Previous:
         """The last report and segments file, then a killed run's journal on top.
 
         Rows come back as text cells whether the files hold typed values or (written by an
@@ -59,7 +66,7 @@ class Previous:
         """
         rows = {row["path"]: row for row in _read(report, fmt) if "path" in row}
         by_key: dict[Key, list[Row]] = {}
-        for row in _read(segments, "csv") if segments is not None else []:
+        for row in _read(segments, segments_fmt) if segments is not None else []:
             by_key.setdefault(row_key(row), []).append(row)
         for entry in read_journal(journal):
             rows[entry.row.get("path", "")] = entry.row

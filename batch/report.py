@@ -43,6 +43,8 @@ SECONDS_DECIMALS = 3
 PROBABILITY_DECIMALS = 4
 """Decimals of ``confidence`` and the ``p_*`` columns, in every format."""
 INTEGER_COLUMNS = ("size_bytes", "mtime_ns")
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+"""The extensions ser writes, and the format each names."""
 
 ColumnType = Literal["float", "int", "string"]
 Value = str | int | float | None
@@ -234,12 +236,31 @@ def restore(cell: str) -> str:
     return cell
 
 
-def report_format(path: str, explicit: str | None = None) -> str:
-    """``explicit`` if given, else from the extension (.csv, .jsonl/.ndjson, .parquet), else csv."""
+def report_format(path: str, explicit: str | None = None, what: str = "report") -> str:
+    """``explicit`` if given, else from the extension (:data:`FORMATS`); no extension: csv.
+
+    Raises:
+        UsageError: for an extension ser does not write (``.json``, ``.tsv``, ``.xlsx``...),
+            rather than a CSV file under a name that says otherwise.
+    """
     if explicit:
         return explicit
-    suffix = Path(path).suffix.lower()
-    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}.get(suffix, "csv")
+    suffix = Path(path).suffix
+    if not suffix:  # and "-", standard output
+        return "csv"
+    known = known_format(path)
+    if known is None:
+        hint = "or give --format" if what == "report" else "it follows its own extension"
+        raise UsageError(
+            f"{what} {path}: ser writes .csv, .jsonl (or .ndjson) and .parquet files, not "
+            f"{suffix}; rename it ({hint})"
+        )
+    return known
+
+
+def known_format(path: str | Path) -> str | None:
+    """The format ``path``'s extension names, if ser writes it (any case)."""
+    return FORMATS.get(Path(path).suffix.lower())
 
 
 def check_output(path: str, fmt: str, what: str = "report") -> None:

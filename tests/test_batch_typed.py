@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from ser.batch.cli import EXIT_FILES_FAILED, main
+from ser.batch.cli import EXIT_FILES_FAILED, EXIT_USAGE, main
 from ser.batch.report import read_report
 
 from synth import write_voiced
@@ -68,6 +68,24 @@ def test_jsonl_and_parquet_hold_numbers_integers_and_nulls_with_csv_values(audio
     assert summary.exit_code == 0 and "files: 1 ok, 1 failed" in summary.output, summary.output
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_segments_follow_their_own_extension_and_are_typed(audio, tmp_path, fmt):
+    segments = tmp_path / f"s.{fmt}"
+    result = _score(
+        str(audio / "a.wav"), "-o", str(tmp_path / "r.csv"), "--segments", str(segments)
+    )
+    assert result.exit_code == 0, result.output
+    if fmt == "parquet":
+        table = pq.read_table(segments)
+        assert table.schema.field("start_s").type == pa.float64()
+        assert table.schema.field("mtime_ns").type == pa.int64()
+        windows = table.to_pylist()
+    else:
+        windows = _jsonl(segments)
+    assert [(w["start_s"], w["end_s"]) for w in windows] == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
+    assert all(type(w["confidence"]) is float and type(w["size_bytes"]) is int for w in windows)
+
+
 def _rewrite_as_text(path: Path, fmt: str) -> None:
     """Rewrite a report as earlier versions wrote it: every value the CSV's text, empty for none."""
     rows = read_report(path, fmt)
@@ -82,14 +100,39 @@ def _rewrite_as_text(path: Path, fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_an_old_all_text_report_is_reused_by_incremental_and_rewritten_typed(audio, tmp_path, fmt):
     write_voiced(audio / "b.wav", 5.0, f0=300)
-    report = tmp_path / f"r.{fmt}"
-    assert _score(str(audio), "-o", str(report)).exit_code == EXIT_FILES_FAILED
-    typed_rows = read_report(report, fmt)
-    old = pq.read_table(report).to_pylist() if fmt == "parquet" else _jsonl(report)
-    _rewrite_as_text(report, fmt)
+    report, segments = tmp_path / f"r.{fmt}", tmp_path / f"s.{fmt}"
+    args = [str(audio), "-o", str(report), "--segments", str(segments)]
+    assert _score(*args).exit_code == EXIT_FILES_FAILED
+    typed_rows, typed_windows = read_report(report, fmt), read_report(segments, fmt)
+    old = [pq.read_table(path).to_pylist() if fmt == "parquet" else _jsonl(path)
+           for path in (report, segments)]  # fmt: skip
+    for path in (report, segments):
+        _rewrite_as_text(path, fmt)
     assert read_report(report, fmt) == typed_rows  # text and typed read the same
-    result = _score(str(audio), "-o", str(report), "--incremental")
+    result = _score(*args, "--incremental")
     assert result.exit_code == EXIT_FILES_FAILED, result.output
-    assert "2 unchanged files kept" in result.output  # a.wav and b.wav
-    new = pq.read_table(report).to_pylist() if fmt == "parquet" else _jsonl(report)
-    assert new == old and type(new[0]["confidence"]) is float  # typed again, value for value
+    assert "2 unchanged files kept" in result.output  # a.wav and b.wav, windows and all
+    new = [pq.read_table(path).to_pylist() if fmt == "parquet" else _jsonl(path)
+           for path in (report, segments)]  # fmt: skip
+    assert new == old  # typed again, value for value
+    assert type(new[0][0]["confidence"]) is float and type(new[1][0]["start_s"]) is float
+    assert read_report(segments, fmt) == typed_windows
+
+
+@pytest.mark.parametrize(
+    ("report", "segments"),
+    [("r.json", None), ("r.tsv", None), ("r.XLSX", None), ("r.csv", "s.json"),
+     ("r.jsonl", "s.txt")],
+)  # fmt: skip
+def test_an_extension_ser_does_not_write_is_refused_before_any_work(
+    audio, tmp_path, report, segments
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    extra = ["--segments", str(out / segments)] if segments else []
+    result = _score(str(audio), "-o", str(out / report), *extra)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("Error:"), result.output
+    assert ".csv, .jsonl (or .ndjson) and .parquet" in result.output
+    assert str(out / (segments or report)) in result.output
+    assert list(out.iterdir()) == []
