@@ -121,8 +121,8 @@ def test_an_old_all_text_report_is_reused_by_incremental_and_rewritten_typed(aud
 
 @pytest.mark.parametrize(
     ("report", "segments"),
-    [("r.json", None), ("r.tsv", None), ("r.XLSX", None), ("r.csv", "s.json"),
-     ("r.jsonl", "s.txt")],
+    [("r.json", None), ("r.tsv", None), ("r.XLSX", None), ("calls.2024-05-01", None),
+     ("r.csv", "s.json"), ("r.jsonl", "s.txt")],
 )  # fmt: skip
 def test_an_extension_ser_does_not_write_is_refused_before_any_work(
     audio, tmp_path, report, segments
