@@ -77,7 +77,8 @@ def main() -> None:
     "fmt",
     type=click.Choice(["csv", "jsonl", "parquet"]),
     default=None,
-    help="Report format (default: from the output's extension, else csv).",
+    help="Report format, whatever the output's name [default: from its extension, .csv, .jsonl "
+    "(.ndjson) or .parquet; csv without one; another extension is an error].",
 )
 @click.option(
     "--model",
@@ -108,7 +109,8 @@ def main() -> None:
     "--segments",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write one row per window (path, start_s, end_s, label, confidence, p_*).",
+    help="Also write one row per window (path, start_s, end_s, label, confidence, p_*), in the "
+    "format its own extension names (as -o's, --format aside).",
 )
 @click.option("--files-from", default=None, help="Read more input paths from a file (- stdin).")
 @click.option("--include", multiple=True, help="Glob of files to take from directories.")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ser.batch.discovery import Discovery, Found
 from ser.batch.journal import read_journal
-from ser.batch.report import KEY_COLUMNS, UsageError, path_cell, read_report
+from ser.batch.report import KEY_COLUMNS, UsageError, cell, path_cell, read_report
 from ser.errors import SerError
 
 SHRINK_LIMIT = 0.5
@@ -35,8 +35,8 @@ def row_key(row: Row) -> Key:
 
 
 def found_key(found: Found, sha: str, settings: str) -> Key:
-    size = "" if found.size_bytes is None else str(found.size_bytes)
-    mtime = "" if found.mtime_ns is None else str(found.mtime_ns)
+    """The key :func:`row_key` gives the row of ``found``, its cells made as a report's are."""
+    size, mtime = cell("size_bytes", found.size_bytes), cell("mtime_ns", found.mtime_ns)
     return path_cell(found.path), size, mtime, sha[:16], settings
 
 
@@ -48,15 +48,25 @@ class Previous:
     segments: dict[Key, list[Row]]
 
     @classmethod
-    def read(cls, report: Path, fmt: str, journal: Path, segments: Path | None) -> Previous:
+    def read(
+        cls,
+        report: Path,
+        fmt: str,
+        journal: Path,
+        segments: Path | None,
+        segments_fmt: str = "csv",
+    ) -> Previous:
         """The last report and segments file, then a killed run's journal on top.
+
+        Rows come back as text cells whether the files hold typed values or (written by an
+        earlier version) text, so their keys compare equal to :func:`found_key`'s.
 
         Raises:
             UsageError: when the previous report or segments file cannot be read.
         """
         rows = {row["path"]: row for row in _read(report, fmt) if "path" in row}
         by_key: dict[Key, list[Row]] = {}
-        for row in _read(segments, "csv") if segments is not None else []:
+        for row in _read(segments, segments_fmt) if segments is not None else []:
             by_key.setdefault(row_key(row), []).append(row)
         for entry in read_journal(journal):
             rows[entry.row.get("path", "")] = entry.row

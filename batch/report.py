@@ -1,4 +1,9 @@
-"""Report rows and formats (CSV, JSON lines, Parquet): safe cells, atomic replacement.
+"""Report rows and formats (CSV, JSON lines, Parquet): safe cells, typed values, atomic replacement.
+
+A row is built as text cells, rounded once (:func:`cell`); CSV writes those cells, JSON lines and
+Parquet write them as numbers, integers and nulls (:func:`typed_row`), and every reader turns
+either form back into the same cells (:func:`text_row`), so an ``--incremental`` key compares
+equal whichever form the previous report has.
 
 A path is written as its UTF-8 text when it is valid UTF-8 without control characters; other
 bytes are escaped reversibly (:func:`path_cell`, :func:`path_from_cell`), so every file name the
@@ -16,7 +21,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from ser.batch.scoring import FileScore
 from ser.errors import SerError
@@ -33,6 +38,16 @@ KEY_COLUMNS = ("size_bytes", "mtime_ns", "model_sha256", "settings")
 # that are not UTF-8, as os.fsdecode keeps them) and the escape character itself.
 _NEEDS_ESCAPE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\\ud800-\udfff]")
 _ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
+SECONDS_DECIMALS = 3
+"""Decimals of ``duration_s``, ``start_s`` and ``end_s``, in every format."""
+PROBABILITY_DECIMALS = 4
+"""Decimals of ``confidence`` and the ``p_*`` columns, in every format."""
+INTEGER_COLUMNS = ("size_bytes", "mtime_ns")
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+"""The extensions ser writes, and the format each names."""
+
+ColumnType = Literal["float", "int", "string"]
+Value = str | int | float | None
 
 
 def report_columns(labels: Sequence[str]) -> list[str]:
@@ -74,9 +89,12 @@ def report_row(
     row.update(status="ok" if score.ok else "error", settings=settings)
     row["model_sha256"] = model_sha256[:16]
     if score.found.size_bytes is not None:
-        row.update(size_bytes=str(score.found.size_bytes), mtime_ns=str(score.found.mtime_ns))
+        row.update(
+            size_bytes=cell("size_bytes", score.found.size_bytes),
+            mtime_ns=cell("mtime_ns", score.found.mtime_ns),
+        )
     if score.duration_s is not None:
-        row["duration_s"] = f"{score.duration_s:.3f}"
+        row["duration_s"] = cell("duration_s", score.duration_s)
     if score.probs is not None:
         row.update(_probability_cells(score.probs, labels))
     row["error"] = escape_text(score.error)
@@ -91,12 +109,70 @@ def segment_rows(
     return [
         {
             **key,
-            "start_s": f"{segment.start_s:.3f}",
-            "end_s": f"{segment.end_s:.3f}",
+            "start_s": cell("start_s", segment.start_s),
+            "end_s": cell("end_s", segment.end_s),
             **_probability_cells(segment.probs, labels),
         }
         for segment in score.segments
     ]
+
+
+def column_type(column: str) -> ColumnType:
+    """A column's type in JSON lines and Parquet (CSV holds the same values as text)."""
+    if column_decimals(column) is not None:
+        return "float"
+    return "int" if column in INTEGER_COLUMNS else "string"
+
+
+def column_decimals(column: str) -> int | None:
+    """The decimals a float column is rounded to (none for other columns)."""
+    if column in ("duration_s", "start_s", "end_s"):
+        return SECONDS_DECIMALS
+    if column == "confidence" or column.startswith("p_"):
+        return PROBABILITY_DECIMALS
+    return None
+
+
+def cell(column: str, value: Value) -> str:
+    """The text cell of ``value`` in ``column``: the one place numbers are rounded.
+
+    Also what a typed value read back becomes, so that a typed report and an all-text one
+    give the same cells (``0.862`` in a probability column is ``"0.8620"``, as CSV holds it).
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    decimals = column_decimals(column)
+    if decimals is not None and not isinstance(value, bool):
+        return f"{float(value):.{decimals}f}"
+    if column in INTEGER_COLUMNS and isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def typed_value(column: str, text: str) -> Value:
+    """The JSON lines and Parquet value of a text cell: a number, an integer, or null if empty."""
+    if text == "":
+        return None
+    kind = column_type(column)
+    if kind == "float":
+        return float(text)
+    return int(text) if kind == "int" else text
+
+
+def typed_row(row: dict[str, str], columns: Sequence[str]) -> dict[str, Value]:
+    """``row``'s cells as JSON lines and Parquet hold them, so data tools need no casting."""
+    return {column: typed_value(column, row.get(column, "")) for column in columns}
+
+
+def text_row(row: dict[str, object]) -> dict[str, str]:
+    """A row read back from any format or version as the text cells ser compares and writes.
+
+    Typed values (numbers, null) and the all-text values of older reports both become what
+    :func:`report_row` makes, so an ``--incremental`` key compares equal either way.
+    """
+    return {column: cell(column, value) for column, value in row.items()}
 
 
 def path_cell(path: Path | str) -> str:
@@ -140,8 +216,8 @@ def _probability_cells(probs, labels: Sequence[str]) -> dict[str, str]:
     best = int(probs.argmax())
     return {
         "label": labels[best],
-        "confidence": f"{probs[best]:.4f}",
-        **{f"p_{label}": f"{p:.4f}" for label, p in zip(labels, probs, strict=True)},
+        "confidence": cell("confidence", probs[best]),
+        **{f"p_{label}": cell(f"p_{label}", p) for label, p in zip(labels, probs, strict=True)},
     }
 
 
@@ -160,12 +236,31 @@ def restore(cell: str) -> str:
     return cell
 
 
-def report_format(path: str, explicit: str | None = None) -> str:
-    """``explicit`` if given, else from the extension (.csv, .jsonl/.ndjson, .parquet), else csv."""
+def report_format(path: str, explicit: str | None = None, what: str = "report") -> str:
+    """``explicit`` if given, else from the extension (:data:`FORMATS`); no extension: csv.
+
+    Raises:
+        UsageError: for an extension ser does not write (``.json``, ``.tsv``, ``.xlsx``...),
+            rather than a CSV file under a name that says otherwise.
+    """
     if explicit:
         return explicit
-    suffix = Path(path).suffix.lower()
-    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}.get(suffix, "csv")
+    suffix = Path(path).suffix
+    if not suffix:  # and "-", standard output
+        return "csv"
+    known = known_format(path)
+    if known is None:
+        hint = "or give --format" if what == "report" else "it follows its own extension"
+        raise UsageError(
+            f"{what} {path}: ser writes .csv, .jsonl (or .ndjson) and .parquet files, not "
+            f"{suffix}; rename it ({hint})"
+        )
+    return known
+
+
+def known_format(path: str | Path) -> str | None:
+    """The format ``path``'s extension names, if ser writes it (any case)."""
+    return FORMATS.get(Path(path).suffix.lower())
 
 
 def check_output(path: str, fmt: str, what: str = "report") -> None:
@@ -221,7 +316,9 @@ def write_report(
         return
     if fmt == "parquet":
         arrow = _pyarrow()
-        table = arrow.table({c: [row.get(c, "") for row in rows] for c in columns})
+        types = {"float": arrow.float64(), "int": arrow.int64(), "string": arrow.string()}
+        schema = arrow.schema([(column, types[column_type(column)]) for column in columns])
+        table = arrow.Table.from_pylist([typed_row(row, columns) for row in rows], schema=schema)
         with atomic_write(Path(path), binary=True) as handle:
             arrow.parquet.write_table(table, handle)
         return
@@ -230,24 +327,26 @@ def write_report(
 
 
 def read_report(path: Path, fmt: str) -> list[dict[str, str]]:
-    """Rows of an earlier report (missing file: no rows); values are strings as written."""
+    """Rows of an earlier report (missing file: no rows), as text cells (:func:`text_row`).
+
+    Typed files and the all-text files of earlier versions read the same; a JSON line that is
+    not an object is returned as it is, for the caller to refuse.
+    """
     if not path.is_file():
         return []
     if fmt == "parquet":
-        return [{k: "" if v is None else str(v) for k, v in row.items()}
-                for row in _pyarrow().parquet.read_table(path).to_pylist()]  # fmt: skip
+        return [text_row(row) for row in _pyarrow().parquet.read_table(path).to_pylist()]
     with path.open(newline="", encoding="utf-8") as handle:
         if fmt == "jsonl":
-            return [json.loads(line) for line in handle if line.strip()]
+            lines = (json.loads(line) for line in handle if line.strip())
+            return [text_row(row) if isinstance(row, dict) else row for row in lines]
         return [{k: restore(v or "") for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def _write_text(handle: IO[str], rows: Sequence[dict[str, str]], columns: Sequence[str], fmt: str):
     if fmt == "jsonl":
         for row in rows:
-            handle.write(
-                json.dumps({c: row.get(c, "") for c in columns}, ensure_ascii=False) + "\n"
-            )
+            handle.write(json.dumps(typed_row(row, columns), ensure_ascii=False) + "\n")
         return
     writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()

@@ -88,8 +88,10 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     fmt = report_format(options.output, options.fmt)
     check_output(options.output, fmt)
+    segments_fmt = "csv"
     if options.segments is not None:
-        check_output(str(options.segments), "csv", "segments file")
+        segments_fmt = report_format(str(options.segments), what="segments file")
+        check_output(str(options.segments), segments_fmt, "segments file")
     sources = [*inputs, *(read_file_list(options.files_from) if options.files_from else [])]
     engine = make_engine(options)
     model = engine.model
@@ -106,7 +108,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
             _say_empty(discovery, kept=options.incremental and to_file)
             previous = Previous.none()
             if options.incremental and to_file:
-                previous = Previous.read(report, fmt, journal.path, options.segments)
+                previous = Previous.read(report, fmt, journal.path, options.segments, segments_fmt)
             plan = plan_run(
                 discovery, previous, sha=model.sha256, settings=settings,
                 keep_removed=options.keep_removed, with_segments=options.segments is not None,
@@ -118,7 +120,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
                 write_report(options.output, rows, report_columns(model.labels), fmt)
                 if options.segments is not None:
                     columns = segment_columns(model.labels)
-                    write_report(str(options.segments), segments, columns, "csv")
+                    write_report(str(options.segments), segments, columns, segments_fmt)
                 if journal is not None:
                     write_provenance(
                         report, model, settings=settings, started=started_at, rows=rows,

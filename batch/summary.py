@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.batch.report import read_report, report_format
+from ser.batch.report import known_format, read_report
 from ser.errors import SerError
 
 BINS = np.linspace(0.0, 1.0, 11)
@@ -41,7 +41,7 @@ def summarize_report(path: Path) -> ReportSummary:
     Raises:
         SerError: in one line, when ``path`` is not a report written by ``ser-batch score``.
     """
-    fmt = report_format(str(path))
+    fmt = known_format(path) or "csv"  # another extension: read as CSV, refused below
     try:
         rows = read_report(path, fmt)
     except SerError:

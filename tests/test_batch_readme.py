@@ -101,8 +101,9 @@ def test_a_terminal_gets_a_bar_with_rate_and_eta_and_the_summary_says_it_all():
 
 @pytest.mark.parametrize(
     ("output", "fmt", "expected"),
-    [("r.txt", None, "csv"), ("r.txt", "jsonl", "jsonl"), ("r.csv", "parquet", "parquet")],
-)
+    [("r", None, "csv"), ("R.NDJSON", None, "jsonl"), ("r.txt", "jsonl", "jsonl"),
+     ("r.csv", "parquet", "parquet")],
+)  # fmt: skip
 def test_format_comes_from_the_option_else_the_extension_else_csv(tmp_path, output, fmt, expected):
     _write(tmp_path / "a.wav")
     args = [str(tmp_path / "a.wav"), "-o", str(tmp_path / output)]
