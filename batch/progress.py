@@ -41,10 +41,12 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
         wall = time.monotonic() - self.started
+        if self.done == 0:
+            return f"no file to score ({wall:.1f} s)"
+        speed = f" ({self.audio_s / wall:.1f}x real time)" if self.audio_s and wall > 0 else ""
         return (
             f"{self.done - self.failed} ok, {self.failed} failed, "
-            f"{self.audio_s / 3600:.2f} h audio in {wall:.1f} s "
-            f"({self.audio_s / max(wall, 1e-9):.1f}x real time)"
+            f"{self.audio_s / 3600:.2f} h audio in {wall:.1f} s{speed}"
         )
 
     def log(self, message: str) -> None:

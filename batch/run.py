@@ -133,7 +133,8 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
             if journal is not None:
                 journal.close()
     reused = len(plan.reused)
-    print(f"{summary}; {reused} unchanged files kept -> {options.output}", file=sys.stderr)
+    kept = f"; {reused} unchanged files kept" if options.incremental else ""
+    print(f"{summary}{kept} -> {options.output}", file=sys.stderr)
     failed = sum(row["status"] != "ok" for row in rows)
     return RunOutcome(len(rows), len(plan.todo), reused, failed, len(discovery.empty_inputs))
 

@@ -141,7 +141,7 @@ def accept_reduced(
     window: int,
     labels: Sequence[str],
     max_drop: float,
-    reference: str = "fp32",
+    reference: str = "float32",
 ) -> onnx.ModelProto:
     """``quantized`` with its accuracy in the metadata, if it is close enough to ``model``'s.
 

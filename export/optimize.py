@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,8 +52,10 @@ def quantize_int8(model: onnx.ModelProto, *, block_size: int = WEIGHT_BLOCK) -> 
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     metadata = read_metadata(model)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # the quantiser rewrites the graph it is given in place
     quantizer = MatMulNBitsQuantizer(
-        model, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4
+        copy, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4
     )
     with _quiet_logging():
         quantizer.process()
@@ -69,19 +71,13 @@ def quantize_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    metadata = read_metadata(model)
-    with tempfile.TemporaryDirectory() as folder:
-        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
-        onnx.save(model, source)
-        quantize_dynamic(
-            source,
-            target,
-            op_types_to_quantize=["MatMul"],
-            weight_type=QuantType.QInt8,
+    return _quantize_through_files(
+        model,
+        lambda source, target: quantize_dynamic(
+            source, target, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
             per_channel=True,
-        )
-        quantized = onnx.load(target)
-    return attach_metadata(quantized, metadata)
+        ),
+    )  # fmt: skip
 
 
 def quantize_static_int8(model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
@@ -109,23 +105,16 @@ def quantize_static_int8(model: onnx.ModelProto, calibration: np.ndarray) -> onn
             rows = next(self.rows, None)
             return None if rows is None else {name: rows.astype(np.float32)}
 
-    with tempfile.TemporaryDirectory() as folder:
-        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
-        onnx.save(model, source)
-        quantize_static(
-            source,
-            target,
-            Windows(),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul"],
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
+    return _quantize_through_files(
+        model,
+        lambda source, target: quantize_static(
+            source, target, Windows(), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"], per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.Percentile,
             extra_options={"ActivationSymmetric": True, "CalibPercentile": 99.99},
-        )
-        quantized = onnx.load(target)
-    return attach_metadata(quantized, metadata)
+        ),
+    )  # fmt: skip
 
 
 def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -197,6 +186,19 @@ def dequantize_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.initializer.extend(live)
     onnx.checker.check_model(model)
     return model
+
+
+def _quantize_through_files(
+    model: onnx.ModelProto, quantize: Callable[[Path, Path], None]
+) -> onnx.ModelProto:
+    """Run one of ONNX Runtime's file-to-file quantisers on ``model``; keep its ser metadata."""
+    metadata = read_metadata(model)
+    with tempfile.TemporaryDirectory() as folder, _quiet_logging():
+        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        onnx.save(model, source)
+        quantize(source, target)
+        quantized = onnx.load(target)
+    return attach_metadata(quantized, metadata)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 SHIPPED = {"whisper-pooled": "whisper-pooled.onnx", "forest": "forest.onnx"}
-CUDA_VARIANTS = {"whisper-pooled": "whisper-pooled-fp32.onnx"}
+CUDA_VARIANTS: dict[str, str] = {}  # whisper-pooled itself is float32 now: it suits CUDA
 DEFAULT_MODEL = "whisper-pooled"
 
 

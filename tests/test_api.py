@@ -52,15 +52,15 @@ def _probs(row: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in row.items() if key.startswith("p_")}
 
 
-def test_import_ser_is_light_and_the_api_never_imports_torch():
+def test_import_ser_is_light_and_the_api_never_imports_torch(tmp_path):
     code = (
         "import sys, ser; heavy = {'numpy', 'onnxruntime', 'torch', 'ray'}; "
         "light = sorted(heavy & set(sys.modules)); ser.load_model; "
         "print(light, 'torch' in sys.modules, 'ray' in sys.modules)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )  # cwd outside the checkout: import the installed ser, as a user does
     assert result.stdout.split() == ["[]", "False", "False"]
 
 

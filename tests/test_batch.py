@@ -168,3 +168,14 @@ def test_waveform_windows_match_training_evaluation_and_stream_identically():
         expected = frontend.inputs(signal)
         np.testing.assert_array_equal(np.concatenate([c.rows for c in chunks]), expected.rows)
         np.testing.assert_array_equal(np.concatenate([c.starts for c in chunks]), expected.starts)
+
+
+def test_the_final_summary_says_only_what_happened(tmp_path):
+    sf.write(tmp_path / "a.wav", voiced(150.0, 1.0, 16_000, 0.3, 1), 16_000)
+    args = ["score", str(tmp_path / "a.wav"), "--model", "forest", "-o", str(tmp_path / "r.csv")]
+    plain = CliRunner().invoke(batch_main, args)
+    assert plain.exit_code == 0, plain.output
+    assert "1 ok, 0 failed" in plain.output and "unchanged" not in plain.output
+    again = CliRunner().invoke(batch_main, [*args, "--incremental"])
+    assert "no file to score" in again.output and "real time" not in again.output
+    assert "1 unchanged files kept" in again.output

@@ -52,6 +52,8 @@ def test_dynamic_int8_is_refused_and_exported_int8_passes(checkpoints, tmp_path)
     for quantized in (quantize_int8(plain), quantize_static_int8(plain, windows)):
         report = check_invariance(quantized.SerializeToString(), windows)
         assert report.ok, report
+    # the float graph is left as it was: the accuracy gate compares it with the int8 one
+    assert not {"MatMulNBits", "MatMulInteger"} & {node.op_type for node in plain.graph.node}
     assert check_invariance(plain.SerializeToString(), windows).ok
 
 
@@ -116,8 +118,7 @@ def test_the_shipped_default_model_is_batch_invariant_on_the_ravdess_test_clips(
 
     clips = select(read_ravdess(RAVDESS_16K), "test")
     windows = np.stack([center_window(load_audio(clip.path), 64_000) for clip in clips])
-    runner = session_runner(str(shipped_model_path(DEFAULT_MODEL)), "audio", "probs")
-    report = batch_invariance(runner, windows)
+    report = check_invariance(shipped_model_path(DEFAULT_MODEL).read_bytes(), windows)
     assert report.n == 120 and report.ok, report
 
 
@@ -153,7 +154,7 @@ def test_an_older_dynamic_int8_file_is_requantized_without_its_checkpoint(
     from ser.export.optimize import dequantize_dynamic_int8
     from ser.export.requantize import requantize
 
-    plain = export_neural(checkpoints["whisper", "pooled"], tmp_path / "plain.onnx").model
+    plain = export_neural(checkpoints["wav2vec2", "pooled"], tmp_path / "plain.onnx").model
     save_model(quantize_dynamic_int8(plain), tmp_path / "old.onnx")
     restored = dequantize_dynamic_int8(onnx.load(tmp_path / "old.onnx"))
     kinds = {node.op_type for node in restored.graph.node}

@@ -54,9 +54,10 @@ def test_score_help_lists_every_exit_status():
     [("ser", ["train", "export", "batch"]), ("ser.batch", ["score", "summarize"]),
      ("ser.training", ["forest", "neural"]), ("ser.export", ["forest", "neural", "check"])],
 )  # fmt: skip
-def test_python_dash_m_runs_the_same_commands(module, names):
+def test_python_dash_m_runs_the_same_commands(module, names, tmp_path):
+    # cwd outside the checkout, so the installed package is imported (as CI installs it)
     result = subprocess.run([sys.executable, "-m", module, "-h"], capture_output=True, text=True,
-                            check=False, timeout=120)  # fmt: skip
+                            check=False, timeout=120, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert f"python -m {module}" in result.stdout
     commands = result.stdout.split("Commands:\n", 1)[1]
@@ -72,7 +73,8 @@ def test_python_dash_m_ser_batch_scores_without_loading_torch(tmp_path):
         "except SystemExit as done:\n    print('exit', done.code, 'torch' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.wav")],
-                            capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
+                            capture_output=True, text=True, check=False, timeout=300,
+                            cwd=tmp_path)  # fmt: skip
     assert result.stdout.splitlines()[-1] == "exit 0 False", result.stderr
     assert "status" in result.stdout.splitlines()[0]  # the CSV header went to stdout
 
