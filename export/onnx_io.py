@@ -1,13 +1,11 @@
-"""Writing ONNX models with ser metadata, and running them for parity checks."""
+"""Writing ONNX models with ser metadata, and reading it back."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 
 from ser.files import publish
 from ser.metadata import ModelMetadata
@@ -33,12 +31,3 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.tmp", delete=False) as handle:
         handle.write(model.SerializeToString())
     publish(handle.name, path)
-
-
-def run_onnx(
-    model: onnx.ModelProto | bytes, feeds: dict[str, np.ndarray], output: str
-) -> np.ndarray:
-    """One CPU ONNX Runtime run of an in-memory model; returns the named output."""
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    return session.run([output], feeds)[0]
