@@ -17,6 +17,7 @@ data on the CPU (more than shape arithmetic: an output or weights of 1 KiB or mo
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -155,7 +156,8 @@ class ScoringModel:
             if cuda:
                 self._check_cuda(said + created)
         self.provider = self.session.get_providers()[0]
-        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        stat = self.path.stat()
+        self.sha256 = _file_sha256(self.path, stat.st_size, stat.st_mtime_ns)
 
     def _check_cuda(self, said: str) -> None:
         """CUDA really started, and no node handles data on the CPU (DeviceError otherwise)."""
@@ -272,6 +274,13 @@ class SessionPool:
             return member.predict(inputs)
         finally:
             self._free.put(member)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """A model file's SHA-256, hashed once however many sessions load it (keyed by its stat)."""
+    del size, mtime_ns  # part of the cache key only: a changed file is hashed again
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 _preload_said: str | None = None

@@ -52,10 +52,8 @@ def quantize_int8(model: onnx.ModelProto, *, block_size: int = WEIGHT_BLOCK) -> 
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     metadata = read_metadata(model)
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)  # the quantiser rewrites the graph it is given in place
     quantizer = MatMulNBitsQuantizer(
-        copy, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4
+        _copy(model), bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4
     )
     with _quiet_logging():
         quantizer.process()
@@ -150,6 +148,7 @@ def dequantize_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     quantisation, the batch-dependent part, is gone. This lets a model exported by an older ser
     be re-quantised batch-invariantly (``ser-export requantize``) without its checkpoint.
     """
+    model = _copy(model)  # the caller's graph stays as it was
     graph = model.graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
@@ -186,6 +185,13 @@ def dequantize_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.initializer.extend(live)
     onnx.checker.check_model(model)
     return model
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy: ONNX Runtime's in-memory quantiser and the dequantiser rewrite in place."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
 
 
 def _quantize_through_files(

@@ -58,7 +58,7 @@ def requantize(
         raise ModelError(f"{model_path}: not a ser waveform model (frontend {metadata.frontend})")
     if not any(node.op_type == "MatMulInteger" for node in original.graph.node):
         raise ModelError(f"{model_path}: has no dynamically quantised MatMul; nothing to redo")
-    restored = dequantize_dynamic_int8(_load(model_path))
+    restored = dequantize_dynamic_int8(original)
     final = quantize_int8(restored) if precision == "int8" else restored
     window = round(metadata.window_s * metadata.sample_rate)
     final = accept_reduced(
