@@ -179,11 +179,13 @@ def _score(
     for index, row, segments in engine.rows(todo, fmt):
         if index in scored:  # an engine that retried a group delivered it twice: once is kept
             continue
-        if journal is not None:
-            journal.append(row, segments)
-            lock.check()
+        if journal is not None and journal.append(row, segments):
+            lock.check()  # with the journal's own check, twice a second rather than per row
         scored[index] = (row, segments)
         progress.update(row["status"] == "ok", float(row["duration_s"] or 0.0))
+    if journal is not None:
+        journal.sync()
+        lock.check()
     if len(scored) != len(todo):
         name = engine.describe()["engine"]
         raise SerError(

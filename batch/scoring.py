@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.audio import audio_duration, load_audio, stream_audio
+from ser.audio import AudioFile, stream_audio
 from ser.batch.discovery import Found
 from ser.batch.frontends import Frontend, ModelInputs, WaveformFrontend
 from ser.batch.objects import is_uri, local_copy
@@ -82,10 +82,11 @@ def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared
     if is_uri(found.path):
         return _prepare_object(found, frontend, sample_rate)
     try:
-        if isinstance(frontend, WaveformFrontend) and audio_duration(found.path) > STREAM_ABOVE_S:
-            blocks = partial(stream_audio, found.path, sample_rate)
-            return Prepared(found, stream=lambda: frontend.stream_inputs(blocks()))
-        signal = load_audio(found.path, sample_rate)
+        with AudioFile(found.path) as audio:  # one open: header, duration and samples
+            if isinstance(frontend, WaveformFrontend) and audio.duration() > STREAM_ABOVE_S:
+                blocks = partial(stream_audio, found.path, sample_rate)
+                return Prepared(found, stream=lambda: frontend.stream_inputs(blocks()))
+            signal = audio.read(sample_rate)
         if signal.size < MIN_DURATION_S * sample_rate:
             seconds = signal.size / sample_rate
             return Prepared(

@@ -198,10 +198,22 @@ class ScoringModel:
         return self.metadata.labels
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Probabilities ``[n, labels]`` for a batch of model inputs."""
-        return self.session.run(
+        """Probabilities ``[n, labels]`` for a batch of model inputs.
+
+        Raises:
+            ModelError: when the model answers with another shape (a wrong model file), which
+                the caller turns into error rows for the batch's files.
+        """
+        probs = self.session.run(
             [self.metadata.probs_name], {self.metadata.input_name: inputs.astype(np.float32)}
         )[0]
+        expected = (len(inputs), len(self.metadata.labels))
+        if probs.shape != expected:
+            raise ModelError(
+                f"{self.path.name} returned probabilities of shape {probs.shape} for "
+                f"{len(inputs)} inputs (expected {expected}); is it a ser model?"
+            )
+        return probs
 
 
 def cpu_count() -> int:

@@ -14,9 +14,8 @@ import errno
 import importlib.util
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -56,21 +55,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     Raises:
         AudioError: naming the file, when it cannot be read or holds no usable samples.
     """
-    path = Path(path)
-    info, refusal = _soundfile_header(path)
-    signal: np.ndarray | None = None
-    if info is not None:
-        try:
-            signal, file_rate = sf.read(_descriptor(path), dtype="float32", always_2d=True)
-        except _SOUNDFILE_ERRORS as error:  # a header libsndfile reads, samples it cannot
-            refusal = error
-    if signal is None:
-        file_rate, blocks = _ffmpeg_blocks(path, None, refusal)
-        signal = np.concatenate(list(blocks)) if file_rate else np.zeros(0, np.float32)
-    try:
-        return prepare_signal(signal, file_rate, sample_rate)
-    except AudioError as error:
-        raise AudioError(f"{path}: {error}") from None
+    with AudioFile(path) as audio:
+        return audio.read(sample_rate)
 
 
 def stream_audio(
@@ -86,7 +72,7 @@ def stream_audio(
         AudioError: naming the file, when it cannot be read or holds unusable samples.
     """
     path = Path(path)
-    file_rate, blocks = _open_blocks(path, block_s)
+    file_rate, blocks = AudioFile(path).blocks(block_s)
     resampler = None
     if file_rate and file_rate != sample_rate:
         resampler = soxr.ResampleStream(file_rate, sample_rate, 1, "float32", quality="HQ")
@@ -106,6 +92,8 @@ def stream_audio(
                 yield np.ascontiguousarray(tail, dtype=np.float32)
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
+    finally:
+        blocks.close()
     if produced == 0:
         raise AudioError(f"{path}: no audio samples (empty file)")
 
@@ -116,28 +104,110 @@ def audio_duration(path: str | Path) -> float:
     Only an FFmpeg-read file whose container states no duration (some browser recordings) is
     decoded to count its samples.
     """
-    path = Path(path)
-    info, refusal = _soundfile_header(path)
-    if info is None:
-        with _FFmpegFile(path, refusal) as source:
-            return source.duration()
-    return info.frames / info.samplerate
+    with AudioFile(path) as audio:
+        return audio.duration()
 
 
-def check_header(path: str | Path) -> sf._SoundFileInfo:
-    """libsndfile's header of the file, refused when it declares what no recording holds.
+class AudioFile:
+    """A file opened once: its header checked, then read whole or block by block.
 
-    A sample rate under :data:`MIN_SAMPLE_RATE` or more frames than :data:`MAX_FRAMES_PER_BYTE`
-    per byte of the file would cost minutes of resampling or gigabytes of buffer before any
-    sample proved the header wrong, so it is refused first.
+    libsndfile reads what it can through this one open; anything else goes to FFmpeg (PyAV).
+    One open per file matters where files are short: opening and parsing a header costs about
+    as much as decoding a 4 s FLAC, and scoring used to do it three times per file.
+
+    A header that declares what no recording holds (a sample rate under
+    :data:`MIN_SAMPLE_RATE`, more frames than :data:`MAX_FRAMES_PER_BYTE` per byte of the file)
+    is refused before any sample is read, since it would cost minutes of resampling or
+    gigabytes of buffer before a sample proved it wrong.
 
     Raises:
-        AudioError: naming the file, when the header cannot be read or is absurd.
+        AudioError: naming the file, when it cannot be opened as a regular file (no decoder
+            could do better) or its header is absurd.
     """
-    info, refusal = _soundfile_header(Path(path))
-    if info is None:
-        raise AudioError(f"{path}: cannot decode audio ({_one_line(refusal)})")
-    return info
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: sf.SoundFile | None = None
+        self._refusal: BaseException | None = None
+        try:
+            fd = _descriptor(self.path)
+        except OSError as error:
+            raise AudioError(f"{self.path}: cannot decode audio ({_one_line(error)})") from None
+        try:
+            size = os.fstat(fd).st_size
+            self._file = sf.SoundFile(fd)  # libsndfile closes the descriptor, even on failure
+        except (sf.LibsndfileError, RuntimeError, OSError) as error:
+            self._refusal = error
+            return
+        self._check_header(size)
+
+    def _check_header(self, size: int) -> None:
+        rate, frames = self._file.samplerate, self._file.frames
+        problem = ""
+        if rate < MIN_SAMPLE_RATE:
+            problem = f"a sample rate of {rate} Hz (under {MIN_SAMPLE_RATE} Hz)"
+        elif frames > MAX_FRAMES_PER_BYTE * max(size, 1):
+            problem = f"{frames / rate / 3600:.1f} h of audio in {size / 1000:.1f} kB"
+        if problem:
+            self.close()
+            raise AudioError(f"{self.path}: header declares {problem}; refused")
+
+    def duration(self) -> float:
+        """Seconds, from the header (an FFmpeg file without a stated duration is counted)."""
+        if self._file is not None:
+            return self._file.frames / self._file.samplerate
+        with _FFmpegFile(self.path, self._refusal) as source:
+            return source.duration()
+
+    def read(self, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """The whole file, mono float32 at ``sample_rate`` (see :func:`prepare_signal`)."""
+        signal: np.ndarray | None = None
+        refusal = self._refusal
+        if self._file is not None:
+            try:
+                file_rate = self._file.samplerate
+                signal = self._file.read(dtype="float32", always_2d=True)
+            except _SOUNDFILE_ERRORS as error:  # a header libsndfile reads, samples it cannot
+                refusal = error
+        if signal is None:
+            file_rate, blocks = _ffmpeg_blocks(self.path, None, refusal)
+            signal = np.concatenate(list(blocks)) if file_rate else np.zeros(0, np.float32)
+        try:
+            return prepare_signal(signal, file_rate, sample_rate)
+        except AudioError as error:
+            raise AudioError(f"{self.path}: {error}") from None
+
+    def blocks(self, block_s: float) -> tuple[int, Generator[np.ndarray, None, None]]:
+        """The file's sample rate and its mono float32 blocks of about ``block_s`` seconds.
+
+        The generator closes the file when exhausted or closed.
+        """
+        if self._file is None:
+            return _ffmpeg_blocks(self.path, block_s, self._refusal)
+        rate = self._file.samplerate
+        return rate, self._mono_blocks(max(1, int(block_s * rate)))
+
+    def _mono_blocks(self, size: int) -> Generator[np.ndarray, None, None]:
+        try:
+            for block in self._file.blocks(blocksize=size, dtype="float32", always_2d=True):
+                yield (
+                    block[:, 0].copy()
+                    if block.shape[1] == 1
+                    else block.mean(axis=1, dtype=np.float32)
+                )
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the file (again is harmless)."""
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> AudioFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def prepare_signal(signal: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -147,8 +217,8 @@ def prepare_signal(signal: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE
         AudioError: when the signal is empty or holds NaN or infinite samples.
     """
     signal = np.asarray(signal, dtype=np.float32)
-    if signal.ndim == 2:
-        signal = signal.mean(axis=1, dtype=np.float32)
+    if signal.ndim == 2:  # one channel is taken as it is: a mean over it costs as much as decoding
+        signal = signal[:, 0] if signal.shape[1] == 1 else signal.mean(axis=1, dtype=np.float32)
     elif signal.ndim != 1:
         raise AudioError(f"expected a 1-D or 2-D signal, got shape {signal.shape}")
     if signal.size == 0:
@@ -209,50 +279,6 @@ def _descriptor(path: str | Path) -> int:
         raise OSError(errno.EINVAL, "not a regular file")
     os.set_blocking(fd, True)
     return fd
-
-
-def _soundfile_header(path: Path) -> tuple[Any, BaseException | None]:
-    """libsndfile's checked header, or ``(None, why libsndfile cannot read the file)``.
-
-    Raises:
-        AudioError: the file cannot be opened as a regular file (no decoder could do better), or
-            its header is absurd (see :func:`check_header`).
-    """
-    try:
-        fd = _descriptor(path)
-    except OSError as error:
-        raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
-    try:
-        size = os.fstat(fd).st_size
-        info = sf.info(fd)
-    except (sf.LibsndfileError, RuntimeError, OSError) as error:
-        return None, error
-    if info.samplerate < MIN_SAMPLE_RATE:
-        raise AudioError(
-            f"{path}: header declares a sample rate of {info.samplerate} Hz "
-            f"(under {MIN_SAMPLE_RATE} Hz); refused"
-        )
-    if info.frames > MAX_FRAMES_PER_BYTE * max(size, 1):
-        raise AudioError(
-            f"{path}: header declares {info.frames / info.samplerate / 3600:.1f} h of audio "
-            f"in {size / 1000:.1f} kB; refused"
-        )
-    return info, None
-
-
-def _open_blocks(path: Path, block_s: float) -> tuple[int, Iterator[np.ndarray]]:
-    """The file's sample rate and its mono float32 blocks of about ``block_s`` seconds."""
-    info, refusal = _soundfile_header(path)
-    if info is None:
-        return _ffmpeg_blocks(path, block_s, refusal)
-    try:
-        blocks = sf.blocks(
-            _descriptor(path), blocksize=max(1, int(block_s * info.samplerate)), dtype="float32",
-            always_2d=True,
-        )  # fmt: skip
-    except _SOUNDFILE_ERRORS as error:
-        raise AudioError(f"{path}: cannot decode audio ({_one_line(error)})") from None
-    return info.samplerate, (block.mean(axis=1, dtype=np.float32) for block in blocks)
 
 
 def _ffmpeg_blocks(

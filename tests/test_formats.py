@@ -136,7 +136,7 @@ def test_a_long_m4a_is_scored_block_by_block(tmp_path, monkeypatch):
     def whole_file(*_args, **_kwargs):
         raise AssertionError("a long file was decoded whole")
 
-    monkeypatch.setattr("ser.batch.scoring.load_audio", whole_file)
+    monkeypatch.setattr("ser.audio.AudioFile.read", whole_file)
     segments = tmp_path / "seg.csv"
     args = ["score", str(path), "-o", str(tmp_path / "r.csv"), "--segments", str(segments)]
     result = CliRunner().invoke(batch_main, args)
