@@ -101,9 +101,17 @@ def main() -> None:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=2,
+    default=None,
+    help="Threads or processes (--decode-in) decoding and resampling ahead of inference "
+    "[default: 2 threads; with processes, one per core, at most 8].",
+)
+@click.option(
+    "--decode-in",
+    type=click.Choice(["auto", "threads", "processes"]),
+    default="auto",
     show_default=True,
-    help="Threads decoding and resampling ahead of inference.",
+    help="Decode in threads, or in processes (each with its own GIL: for a GPU, which scores "
+    "short clips faster than threads decode them); auto: processes on CUDA, else threads.",
 )
 @click.option(
     "--segments",

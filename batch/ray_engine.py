@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 GROUPS_PER_ACTOR = 4
 """Each actor gets about this many groups, so that a slow group or a restart evens out."""
+RAY_DECODE_THREADS = 2
+"""Decoding threads in each actor, whose one session shares its CPUs with them."""
 
 
 class RayEngine:
@@ -76,7 +78,7 @@ class RayEngine:
             "workers": self.actors,
             "cpus_per_worker": self.cpus_per_actor,
             "gpus_per_worker": 1 if self.options.device == "cuda" else 0,
-            "decode_workers": self.options.workers,
+            "decode_workers": self.options.workers or RAY_DECODE_THREADS,
         }
 
     def _run(self, ray: Any, todo: Sequence[Found], fmt: RowFormat) -> Iterator[Scored]:
@@ -93,7 +95,8 @@ class RayEngine:
         scorer = dict(
             model=self.model.path.read_bytes(), sha256=self.model.sha256, fmt=vars(fmt),
             device=options.device, threads=self.cpus_per_actor, hop=options.hop,
-            batch_size=options.batch_size, workers=options.workers, cwd=os.getcwd(),
+            batch_size=options.batch_size, workers=options.workers or RAY_DECODE_THREADS,
+            cwd=os.getcwd(),
         )  # fmt: skip
         scored = dataset.map_batches(
             GroupScorer, fn_constructor_kwargs=scorer, batch_size=group, batch_format="numpy",

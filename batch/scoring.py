@@ -84,8 +84,7 @@ def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared
     try:
         with AudioFile(found.path) as audio:  # one open: header, duration and samples
             if isinstance(frontend, WaveformFrontend) and audio.duration() > STREAM_ABOVE_S:
-                blocks = partial(stream_audio, found.path, sample_rate)
-                return Prepared(found, stream=lambda: frontend.stream_inputs(blocks()))
+                return streamed(found, frontend, sample_rate)
             signal = audio.read(sample_rate)
         if signal.size < MIN_DURATION_S * sample_rate:
             seconds = signal.size / sample_rate
@@ -105,8 +104,16 @@ def _prepare_object(found: Found, frontend: Frontend, sample_rate: int) -> Prepa
     except OSError as error:
         return Prepared(found, error=f"cannot read object ({' '.join(str(error).split())[:300]})")
     if prepared.stream is not None:
-        return Prepared(found, stream=partial(_stream_object, found.path, frontend, sample_rate))
+        return streamed(found, frontend, sample_rate)
     return replace(prepared, found=found)
+
+
+def streamed(found: Found, frontend: WaveformFrontend, sample_rate: int) -> Prepared:
+    """A long file, left to be decoded block by block when it is scored."""
+    if is_uri(found.path):  # fetched again then: a local copy of hours of audio is not kept
+        return Prepared(found, stream=partial(_stream_object, found.path, frontend, sample_rate))
+    blocks = partial(stream_audio, found.path, sample_rate)
+    return Prepared(found, stream=lambda: frontend.stream_inputs(blocks()))
 
 
 def _stream_object(uri: str, frontend: WaveformFrontend, sample_rate: int) -> Iterator[ModelInputs]:
@@ -123,8 +130,11 @@ def prepare_all(
     sample_rate: int,
     workers: int = 1,
     ahead: int = 0,
+    processes: bool = False,
 ) -> Iterator[Prepared]:
     """Decode and featurise files in ``workers`` threads, yielding in input order.
+
+    With ``processes``, in ``workers`` processes instead (see :mod:`ser.batch.processes`).
 
     At most ``ahead + 2 x workers`` files are in flight, so memory stays bounded however many
     files there are (a file over ``STREAM_ABOVE_S`` holds no samples until it is scored). The
@@ -132,6 +142,11 @@ def prepare_all(
     threads decode the next one. Decoding, resampling and openSMILE release the GIL, so the
     threads overlap with inference. Each thread has its own frontend.
     """
+    if processes:
+        from ser.batch.processes import prepare_in_processes
+
+        yield from prepare_in_processes(found, make_frontend, sample_rate, workers, ahead)
+        return
     if workers <= 1:
         frontend = make_frontend()
         for item in found:

@@ -181,7 +181,8 @@ class ScoringModel:
         self.placement = read_placement(Path(self.session.end_profiling()))
         if self.placement.data_on_cpu:
             ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.placement.data_on_cpu.items()))
-            quantized = "int8" in self.metadata.extra.get("quantization", "")
+            quantization = self.metadata.extra_json("quantization", {})
+            quantized = isinstance(quantization, dict) and "int8" in str(quantization.get("kind"))
             hint = (
                 "it is quantised to int8 for the CPU; score it with --device cpu, or give "
                 "--model a float graph (ser-export neural without --quantize)"

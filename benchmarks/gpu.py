@@ -50,6 +50,7 @@ PATHS = {"work": Path("."), "results": Path("gpu.json")}
 STARTED = time.perf_counter()
 BUDGET = {"s": 3600.0}
 COPIES = 4
+LAST_OUTPUT: dict[str, str] = {}
 
 
 class Skipped(Exception):
@@ -100,6 +101,7 @@ def finish(process: subprocess.Popen, started: float) -> tuple[float, str]:
         process.kill()
         raise Skipped(f"{process.args[3:6]} killed: out of time") from None
     wall = time.perf_counter() - started
+    LAST_OUTPUT["text"] = stdout + stderr
     output = stdout[-3000:] + stderr[-3000:]
     if process.returncode not in (0, 3):
         raise RuntimeError(f"{process.args[3:6]} exited {process.returncode}: {output[-1500:]}")
@@ -191,7 +193,11 @@ def main(
         )
     if tests is not None:
         with stage("pytest", needs_s=30):
-            wall, output = cli("pytest", "-q", "-p", "no:cacheprovider", tests / "test_gpu.py")
+            try:
+                wall, output = cli("pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
+                                   tests / "test_gpu.py")  # fmt: skip
+            finally:
+                (out_dir / "pytest.txt").write_text(LAST_OUTPUT.get("text", ""))
             RESULTS["pytest"] = {"wall_s": round(wall, 1), "tail": output[-600:]}
     summary()
 
@@ -558,13 +564,14 @@ def end_to_end(data, models, corpus, device, repeats, out_dir, result: dict) -> 
         for n in range(COPIES):
             shutil.copytree(data, copies / f"copy{n}")
     report = out_dir / "e2e.csv"
+    threads, processes = ["--decode-in", "threads"], ["--decode-in", "processes"]
     runs = [("defaults", data, [], repeats)]
-    runs += [(f"workers {w}", data, ["--workers", str(w)], 1) for w in (4, 8, 16)]
+    runs += [(f"threads, workers {w}", data, [*threads, "--workers", str(w)], 1) for w in (2, 4)]
+    runs += [(f"processes, workers {w}", data, [*processes, "--workers", str(w)], 1)
+             for w in (4, 8, 16)]  # fmt: skip
     runs += [("batch 64", data, ["--batch-size", "64"], 1)]
-    runs += [
-        (f"x{COPIES} defaults", copies, [], 1),
-        (f"x{COPIES} workers 8", copies, ["--workers", "8"], 1),
-    ]
+    runs += [(f"x{COPIES} defaults", copies, [], 1)]
+    runs += [(f"x{COPIES} threads, workers 4", copies, [*threads, "--workers", "4"], 1)]
     for label, where, extra, times in runs:
         audio_s = corpus["audio_s"] * (COPIES if where == copies else 1)
         walls = []

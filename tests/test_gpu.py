@@ -213,18 +213,32 @@ def test_a_cuda_provider_that_does_not_start_is_an_error_and_auto_falls_back(mon
     assert "--device auto: scoring on the CPU" in capsys.readouterr().err
 
 
-def test_nodes_that_would_run_on_the_cpu_refuse_cuda(monkeypatch):
-    """The int8 model's placement, as if CUDA had started: its nodes all run on the CPU here,
-    which is what the profile says and what the check must refuse."""
+@pytest.mark.parametrize("int8", [False, True])
+def test_nodes_that_would_run_on_the_cpu_refuse_cuda(monkeypatch, tmp_path, int8):
+    """A model's placement as if CUDA had started: its nodes all run on the CPU here, which is
+    what the profile says and what the check must refuse, naming the cure that fits: a float
+    graph for an int8 one (read from its metadata), the CPU for any other."""
+    import onnx
+
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, "CPUExecutionProvider"])
     monkeypatch.setattr(
         ort.InferenceSession, "get_providers", lambda self: [CUDA, "CPUExecutionProvider"]
     )
+    model = onnx.load(str(shipped_model_path("whisper-pooled")))
+    if int8:  # the metadata an int8 export writes (the graph itself is left float here)
+        note = {"kind": "int8 MatMul weights, activations quantised per row"}
+        for prop in model.metadata_props:
+            if prop.key == "quantization":
+                prop.value = json.dumps(note)
+    onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(DeviceError) as raised:
-        ScoringModel("whisper-pooled", device="cuda")
+        ScoringModel(str(tmp_path / "m.onnx"), device="cuda")
     message = str(raised.value)
     assert "would run on the CPU" in message and "MatMul" in message
-    assert "int8" in message and "without --quantize" in message
+    if int8:
+        assert "quantised to int8" in message and "without --quantize" in message
+    else:  # the shipped float32 graph notes an int8 accuracy in its metadata: not int8 itself
+        assert "int8" not in message and "no CUDA kernels" in message
 
 
 def test_read_placement_counts_providers_and_flags_data_on_the_cpu(tmp_path):
@@ -324,6 +338,6 @@ def test_float_graphs_run_every_data_node_on_cuda_and_agree_with_the_cpu(exporte
 
 
 @needs_ort_cuda
-def test_the_shipped_int8_graph_is_refused_on_cuda_not_run_half_on_the_cpu():
-    with pytest.raises(DeviceError, match="would run on the CPU"):
-        ScoringModel(str(shipped_model_path("whisper-pooled")), device="cuda")
+def test_the_shipped_float32_graph_runs_every_data_node_on_cuda():
+    model = ScoringModel(str(shipped_model_path("whisper-pooled")), device="cuda")
+    assert model.provider == CUDA and not model.placement.data_on_cpu
