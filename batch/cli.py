@@ -102,16 +102,7 @@ def main() -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Threads or processes (--decode-in) decoding and resampling ahead of inference "
-    "[default: 2 threads; with processes, one per core, at most 8].",
-)
-@click.option(
-    "--decode-in",
-    type=click.Choice(["auto", "threads", "processes"]),
-    default="auto",
-    show_default=True,
-    help="Decode in threads, or in processes (each with its own GIL: for a GPU, which scores "
-    "short clips faster than threads decode them); auto: processes on CUDA, else threads.",
+    help="Threads decoding and resampling ahead of inference [default: 2; 4 on CUDA].",
 )
 @click.option(
     "--segments",

@@ -61,19 +61,14 @@ def score_found(
     hop: float | None = None,
     batch_size: int = 16,
     workers: int = 2,
-    processes: bool = False,
 ) -> Iterator[FileScore]:
-    """Decode (``workers`` threads, or processes) and score files, in input order: the one
-    scoring path.
+    """Decode (``workers`` threads) and score files, in input order: the one scoring path.
 
     Decoding runs one batch per session ahead of the model, so every session has work.
     """
     ahead = batch_size * getattr(model, "sessions", 1)
-    make_frontend = partial(frontend_for, model.metadata, hop_s=hop)  # pickles, for processes
-    prepared = prepare_all(
-        found, make_frontend, model.metadata.sample_rate, workers, ahead=ahead,
-        processes=processes,
-    )  # fmt: skip
+    make_frontend = partial(frontend_for, model.metadata, hop_s=hop)
+    prepared = prepare_all(found, make_frontend, model.metadata.sample_rate, workers, ahead=ahead)
     return score_prepared(prepared, model, batch_size)
 
 
@@ -87,17 +82,14 @@ class LocalEngine:
         hop: float | None,
         batch_size: int,
         workers: int,
-        processes: bool = False,
     ) -> None:
         self.model = model
         self.hop, self.batch_size, self.workers = hop, batch_size, workers
-        self.processes = processes
 
     def rows(self, todo: Sequence[Found], fmt: RowFormat) -> Iterator[Scored]:
         scores = score_found(
-            todo, self.model, hop=self.hop, batch_size=self.batch_size, workers=self.workers,
-            processes=self.processes,
-        )  # fmt: skip
+            todo, self.model, hop=self.hop, batch_size=self.batch_size, workers=self.workers
+        )
         for index, score in enumerate(scores):
             yield index, *fmt.rows(score)
 
@@ -107,5 +99,4 @@ class LocalEngine:
             "sessions": self.model.sessions,
             "threads_per_session": self.model.threads_per_session,
             "decode_workers": self.workers,
-            "decode_in": "processes" if self.processes else "threads",
         }

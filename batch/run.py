@@ -36,15 +36,12 @@ from ser.batch.report import (
     write_report,
 )
 from ser.batch.runlock import HeldLock, run_lock
-from ser.batch.session import SessionPool, cpu_count
+from ser.batch.session import SessionPool
 from ser.errors import SerError
 from ser.files import OutputFailed
 
 __all__ = ["RunOptions", "RunOutcome", "provenance_path", "run_scoring"]
 ENGINES = ("local", "ray")
-DECODE_IN = ("auto", "threads", "processes")
-MAX_DECODE_PROCESSES = 8
-"""Past 8 on 16 cores beside an H200, more decoding processes measured no faster."""
 
 Row = dict[str, str]
 
@@ -59,7 +56,6 @@ class RunOptions:
     hop: float | None = None
     batch_size: int = 16
     workers: int | None = None
-    decode_in: str = "auto"
     segments: Path | None = None
     files_from: str | None = None
     include: Sequence[str] = ()
@@ -158,29 +154,20 @@ def make_engine(options: RunOptions) -> Engine:
     model = SessionPool(
         options.model, device=options.device, threads=options.threads, sessions=options.sessions
     )
-    processes = decode_in_processes(options.decode_in, model.provider)
     return LocalEngine(
         model, hop=options.hop, batch_size=options.batch_size,
-        workers=options.workers or default_workers(processes), processes=processes,
+        workers=options.workers or default_workers(model.provider),
     )  # fmt: skip
 
 
-def decode_in_processes(decode_in: str, provider: str) -> bool:
-    """Processes where the model outruns decoding threads (CUDA, measured), else threads.
+def default_workers(provider: str) -> int:
+    """Decoding threads when --workers is not given: 2, or 4 where CUDA runs the model.
 
-    On the CPU the model is the slow part and threads start at once; a GPU scores short
-    clips faster than threads, bound by the GIL, can decode them (README, "GPU").
+    On the CPU the model is the slow part and 2 threads keep up (README, "Speed and memory");
+    on an H200, 4 threads scored 1,440 clips in 0.9 s against 1.2 s with 2, and 8 or 16
+    threads, or as many processes (each with its own GIL), were slower (README, "GPU").
     """
-    if decode_in not in DECODE_IN:
-        raise SerError(f"unknown --decode-in {decode_in!r}; expected one of {', '.join(DECODE_IN)}")
-    if decode_in == "auto":
-        return provider == "CUDAExecutionProvider"
-    return decode_in == "processes"
-
-
-def default_workers(processes: bool) -> int:
-    """Decoders when --workers is not given: 2 threads, or a process per core (at most 8)."""
-    return min(cpu_count(), MAX_DECODE_PROCESSES) if processes else 2
+    return 4 if provider == "CUDAExecutionProvider" else 2
 
 
 def _score(

@@ -130,11 +130,8 @@ def prepare_all(
     sample_rate: int,
     workers: int = 1,
     ahead: int = 0,
-    processes: bool = False,
 ) -> Iterator[Prepared]:
     """Decode and featurise files in ``workers`` threads, yielding in input order.
-
-    With ``processes``, in ``workers`` processes instead (see :mod:`ser.batch.processes`).
 
     At most ``ahead + 2 x workers`` files are in flight, so memory stays bounded however many
     files there are (a file over ``STREAM_ABOVE_S`` holds no samples until it is scored). The
@@ -142,11 +139,6 @@ def prepare_all(
     threads decode the next one. Decoding, resampling and openSMILE release the GIL, so the
     threads overlap with inference. Each thread has its own frontend.
     """
-    if processes:
-        from ser.batch.processes import prepare_in_processes
-
-        yield from prepare_in_processes(found, make_frontend, sample_rate, workers, ahead)
-        return
     if workers <= 1:
         frontend = make_frontend()
         for item in found:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from ser.batch.cli import main
 from ser.batch.provenance import provenance_path
-from ser.batch.run import decode_in_processes, default_workers
+from ser.batch.run import default_workers
 from ser.batch.session import SessionPool, cpu_count, default_sessions, split_threads
 
 from synth import class_signal
@@ -23,17 +23,16 @@ def test_one_and_three_sessions_write_identical_reports_and_segments(tmp_path):
     sf.write(audio / "long.wav", class_signal(3, 61.0, seed=99), 16_000)  # streamed in blocks
     (audio / "bad.wav").write_bytes(b"not audio")
     outputs = {}
-    for sessions, decode_in in (("1", "threads"), ("3", "threads"), ("2", "processes")):
+    for sessions in ("1", "3"):
         report, segments = tmp_path / f"r{sessions}.csv", tmp_path / f"s{sessions}.csv"
         args = ["score", str(audio), "-o", str(report), "--segments", str(segments),
-                "--sessions", sessions, "--batch-size", "4", "--decode-in", decode_in]  # fmt: skip
+                "--sessions", sessions, "--batch-size", "4"]  # fmt: skip
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 3, result.output  # bad.wav
         outputs[sessions] = (report.read_text(), segments.read_text())
         engine = json.loads(provenance_path(report).read_text())["engine"]
         assert engine["engine"] == "local" and engine["sessions"] == int(sessions)
-        assert engine["decode_in"] == decode_in
-    assert outputs["1"] == outputs["3"] == outputs["2"]  # decoding processes: the same report
+    assert outputs["1"] == outputs["3"]
     assert outputs["1"][0].count("\n") == 15 and outputs["1"][1].count("\n") > 30
 
 
@@ -68,40 +67,7 @@ def test_engine_ray_without_ray_installed_is_one_line_before_any_work(tmp_path, 
 
 
 @pytest.mark.parametrize(
-    ("decode_in", "provider", "processes"),
-    [("auto", "CUDAExecutionProvider", True), ("auto", "CPUExecutionProvider", False),
-     ("threads", "CUDAExecutionProvider", False), ("processes", "CPUExecutionProvider", True)],
-)  # fmt: skip
-def test_decoding_goes_to_processes_on_cuda_unless_told(decode_in, provider, processes):
-    assert decode_in_processes(decode_in, provider) is processes
-    assert default_workers(processes) == (min(cpu_count(), 8) if processes else 2)
-
-
-def _dying_frontend() -> object:
-    """A frontend whose process dies on a file named die.wav (pickles: module level)."""
-    import os
-
-    from ser.batch.frontends import WaveformFrontend
-    from ser.batch.session import ScoringModel
-    from ser.models import shipped_model_path
-
-    class Dying(WaveformFrontend):
-        def inputs(self, signal):
-            if signal.size == 12_345:
-                os._exit(9)  # as a decoder crash or the OOM killer would end it
-            return super().inputs(signal)
-
-    return Dying(ScoringModel(str(shipped_model_path("whisper-pooled"))).metadata)
-
-
-def test_a_decoding_process_that_dies_stops_the_run_with_one_line(tmp_path):
-    from ser.batch.discovery import Found
-    from ser.batch.processes import prepare_in_processes
-    from ser.errors import SerError
-
-    for n in range(3):
-        sf.write(tmp_path / f"f{n}.wav", class_signal(n, 0.5, seed=n), 16_000)
-    sf.write(tmp_path / "die.wav", class_signal(1, 12_345 / 16_000, seed=7), 16_000)
-    found = [Found.of(path) for path in sorted(tmp_path.glob("*.wav"))]
-    with pytest.raises(SerError, match="a decoding process died"):
-        list(prepare_in_processes(found, _dying_frontend, 16_000, workers=2))
+    ("provider", "workers"), [("CUDAExecutionProvider", 4), ("CPUExecutionProvider", 2)]
+)
+def test_decoding_threads_default_to_four_on_cuda_and_two_elsewhere(provider, workers):
+    assert default_workers(provider) == workers

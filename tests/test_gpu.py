@@ -213,6 +213,10 @@ def test_a_cuda_provider_that_does_not_start_is_an_error_and_auto_falls_back(mon
     assert "--device auto: scoring on the CPU" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(
+    _cuda_provider_problem() is None,
+    reason="CUDA starts here, so nodes really run there (see the GPU-only tests below)",
+)
 @pytest.mark.parametrize("int8", [False, True])
 def test_nodes_that_would_run_on_the_cpu_refuse_cuda(monkeypatch, tmp_path, int8):
     """A model's placement as if CUDA had started: its nodes all run on the CPU here, which is
