@@ -154,10 +154,11 @@ class SpeechTracker:
             end, length = max(self.pauses, key=lambda pause: pause[1])
             out.append(self._region(self.start, end, gap=length))
             self.start = end + length
+            self.pauses = [pause for pause in self.pauses if pause[0] > end]  # the rest's
         else:
             out.append(self._region(self.start, current, gap=0))
-            self.triggered = False
-        self.temp_end, self.pauses = 0, []
+            self.triggered, self.pauses = False, []
+        self.temp_end = 0
 
     def _region(self, start: int, end: int, *, gap: int | None = None, total: int = 0) -> Region:
         """``[start, end)`` padded; after a split at a pause of ``gap`` samples, half of it."""

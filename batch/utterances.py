@@ -53,9 +53,9 @@ class SpeechFrontend:
             pending += tracker.feed(vad.feed(block))
             ready = self._ready(pending, tracker.settled)
             if ready:
+                pending = pending[len(ready) :]
                 yield self._rows(ready, pending, buffer, offset, previous_end, total, final=False)
                 previous_end = ready[-1].end
-                pending = pending[len(ready) :]
             keep_from = self._keep_from(pending, previous_end, tracker.settled, total)
             buffer, offset = buffer[keep_from - offset :].copy(), keep_from
         pending += tracker.feed(vad.finish())
