@@ -1,6 +1,10 @@
 """``--segmentation vad``: model inputs for the speech regions of a recording, block by block.
 
-A region up to 1.5 windows long is one window centred on it, filled with the recording's own
+A recording up to 1.5 windows long (a clip) in which the VAD finds speech is one utterance,
+from its first speech to its last, scored on the window the model scores any clip on (centred
+on the clip, as training evaluated and as ``windows`` scores it): a clip keeps the model's
+measured accuracy whatever pauses it holds. In a longer recording, a region up to 1.5 windows
+long is one window centred on it, filled with the recording's own
 audio around it out to the middle of the pause before and after (never a neighbour's speech),
 zero-padded beyond: for a clip that is one utterance, exactly the centred window that training
 evaluated on and that ``windows`` scores. A longer region is cut into windows of its own
@@ -35,6 +39,7 @@ class SpeechFrontend:
         self.settings = f"{inner.settings} {segmentation.describe(self.vad.sha256)}"
         window = getattr(inner, "window", 0)
         self.context = window // 2  # the most audio a window needs on either side of a region
+        self.clip_limit = getattr(inner, "single_limit", 0)
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:
         """All of a decoded signal's rows: exactly the chunks :meth:`stream_inputs` yields."""
@@ -51,6 +56,8 @@ class SpeechFrontend:
             buffer = np.concatenate([buffer, block])
             total += block.size
             pending += tracker.feed(vad.feed(block))
+            if total <= self.clip_limit:
+                continue  # still a clip: scored whole at the end, so every sample is kept
             ready = self._ready(pending, tracker.settled)
             if ready:
                 pending = pending[len(ready) :]
@@ -60,7 +67,19 @@ class SpeechFrontend:
             buffer, offset = buffer[keep_from - offset :].copy(), keep_from
         pending += tracker.feed(vad.finish())
         pending += tracker.finish(total)
+        if total <= self.clip_limit and pending:
+            yield self._clip(buffer, Region(pending[0].start, pending[-1].end))
+            return
         yield self._rows(pending, [], buffer, offset, previous_end, total, final=True)
+
+    def _clip(self, signal: np.ndarray, speech: Region) -> ModelInputs:
+        """A clip with speech: one utterance, on the window training evaluated clips on."""
+        inputs = self.inner.inputs(signal)
+        return ModelInputs(
+            inputs.rows, np.array([speech.start]), np.array([speech.end]),
+            regions=np.array([[speech.start, speech.end]], np.int64),
+            region_of_row=np.zeros(1, np.int64), samples=signal.size,
+        )  # fmt: skip
 
     def _ready(self, pending: list[Region], settled: int) -> list[Region]:
         """The pending regions whose right context can no longer change."""
