@@ -109,7 +109,7 @@ def _frontend(window_s: float = 4.0) -> SpeechFrontend:
     metadata = ModelMetadata(
         "waveform", ("a", "b"), RATE, "audio", "probs", window_s=window_s, hop_s=window_s
     )
-    return SpeechFrontend(WaveformFrontend(metadata), Segmentation())
+    return SpeechFrontend(WaveformFrontend(metadata), Segmentation("vad"))
 
 
 def test_streamed_regions_give_the_same_rows_as_the_whole_signal():
@@ -175,7 +175,8 @@ def test_a_two_hour_stream_keeps_flat_memory(monkeypatch):
 
 def _score(paths, out, *extra) -> list[dict[str, str]]:
     result = CliRunner().invoke(
-        batch_main, ["score", *map(str, paths), "-o", str(out), *map(str, extra)]
+        batch_main,
+        ["score", *map(str, paths), "-o", str(out), "--segmentation", "vad", *map(str, extra)],
     )
     assert result.exit_code == 0, result.output
     return list(csv.DictReader(out.open()))
@@ -241,8 +242,9 @@ def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes
     first = _score([audio], out, "--incremental", "--segments", segments)
     result = CliRunner().invoke(
         batch_main,
-        ["score", str(audio), "-o", str(out), "--incremental", "--segments", str(segments)],
-    )
+        ["score", str(audio), "-o", str(out), "--incremental", "--segments", str(segments),
+         "--segmentation", "vad"],
+    )  # fmt: skip
     assert "2 unchanged files kept" in result.output
     assert list(csv.DictReader(out.open())) == first
     result = CliRunner().invoke(
@@ -257,8 +259,8 @@ def test_impossible_vad_settings_are_one_line_before_any_work(tmp_path):
     sf.write(tmp_path / "a.wav", np.zeros(RATE, np.float32), RATE)
     result = CliRunner().invoke(
         batch_main,
-        ["score", str(tmp_path / "a.wav"), "-o", str(tmp_path / "r.csv"), "--vad-min-silence",
-         "0.01"],
+        ["score", str(tmp_path / "a.wav"), "-o", str(tmp_path / "r.csv"), "--segmentation", "vad",
+         "--vad-min-silence", "0.01"],
     )  # fmt: skip
     assert result.exit_code == 2
     assert "at least twice the padding" in result.output
