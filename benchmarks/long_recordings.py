@@ -170,7 +170,7 @@ def evaluate(recordings: list[Recording], report: Path, segments: Path) -> dict[
 
 
 def clip_accuracy(recordings: list[Recording], folder: Path, model: str) -> float:
-    """The model's accuracy on the utterances' source clips scored whole (as benchmarks/accuracy)."""
+    """The model's accuracy on the utterances' source clips, each scored whole."""
     paths = sorted({str(u[3]) for r in recordings for u in r.utterances})
     listing = folder / "clips.txt"
     listing.write_text("\n".join(paths) + "\n")
