@@ -72,8 +72,11 @@ def background(samples: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     return (brown + hum).astype(np.float32)
 
 
-def build(clips, count: int, seed: int, folder: Path) -> list[Recording]:
-    """Write ``count`` recordings into ``folder``; return what each holds."""
+def build(clips, count: int, seed: int, folder: Path, *, quiet: bool = False) -> list[Recording]:
+    """Write ``count`` recordings into ``folder``; return what each holds.
+
+    ``quiet``: no background at all (digital silence between utterances), for ablations.
+    """
     rng = np.random.default_rng(seed)
     by_label: dict[str, list] = {}
     for clip in clips:
@@ -103,7 +106,8 @@ def build(clips, count: int, seed: int, folder: Path) -> list[Recording]:
         if kind == "silent":
             parts.append(np.zeros(int(rng.uniform(30, 60) * RATE), np.float32))
         signal = np.concatenate(parts)
-        signal = signal + background(signal.size, ("noise", "room")[index % 2], rng)
+        noise = background(signal.size, ("noise", "room")[index % 2], rng)
+        signal = signal if quiet else signal + noise
         sf.write(folder / recording.name, signal, RATE, subtype="PCM_16")
         recording.seconds = signal.size / RATE
         recordings.append(recording)
