@@ -150,6 +150,14 @@ def main() -> None:
     help="Seconds added to both ends of each speech region.",
 )
 @click.option(
+    "--vad-context",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds of the recording around a short region that the model sees with it (at most "
+    "to the middle of the pause; zero-padded beyond).",
+)
+@click.option(
     "--segments",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,

@@ -74,6 +74,7 @@ class RunOptions:
     vad_min_silence: float = 0.3
     vad_max_speech: float = 20.0
     vad_pad: float = 0.03
+    vad_context: float = 1.0
 
     def segmenting(self) -> Segmentation:
         """The segmentation these options ask for.
@@ -84,7 +85,7 @@ class RunOptions:
         try:
             return Segmentation(
                 self.segmentation, self.vad_threshold, self.vad_min_speech, self.vad_min_silence,
-                self.vad_max_speech, self.vad_pad,
+                self.vad_max_speech, self.vad_pad, self.vad_context,
             )  # fmt: skip
         except ValueError as error:
             raise UsageError(str(error)) from None

@@ -36,6 +36,10 @@ class Segmentation:
     min_silence_s: float = 0.3
     max_speech_s: float = 20.0
     pad_s: float = 0.03
+    context_s: float = 1.0
+    """Seconds of the recording the model sees on each side of a short region (never past the
+    middle of the pause to the next region; zero-padded beyond): chosen on validation actors
+    21-22 (README "Segmentation"), as the ~1 s of near-silence around a RAVDESS utterance."""
 
     def __post_init__(self) -> None:
         """Refuse impossible settings, saying what is allowed.
@@ -49,8 +53,8 @@ class Segmentation:
             )
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"VAD threshold must lie between 0 and 1, got {self.threshold}")
-        if self.min_speech_s < 0 or self.pad_s < 0:
-            raise ValueError("VAD minimum speech and padding must not be negative")
+        if self.min_speech_s < 0 or self.pad_s < 0 or self.context_s < 0:
+            raise ValueError("VAD minimum speech, padding and context must not be negative")
         if self.min_silence_s < 2 * self.pad_s:
             raise ValueError(
                 f"VAD minimum silence ({self.min_silence_s} s) must be at least twice the padding "
@@ -73,7 +77,7 @@ class Segmentation:
         return (
             f"vad=silero:{vad_sha256[:8]} threshold={self.threshold:g} "
             f"min_speech={self.min_speech_s:g} min_silence={self.min_silence_s:g} "
-            f"max_speech={self.max_speech_s:g} pad={self.pad_s:g}"
+            f"max_speech={self.max_speech_s:g} pad={self.pad_s:g} context={self.context_s:g}"
         )
 
 

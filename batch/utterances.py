@@ -4,16 +4,17 @@ A recording up to 1.5 windows long (a clip) in which the VAD finds speech is one
 from its first speech to its last, scored on the window the model scores any clip on (centred
 on the clip, as training evaluated and as ``windows`` scores it): a clip keeps the model's
 measured accuracy whatever pauses it holds. In a longer recording, a region up to 1.5 windows
-long is one window centred on it, filled with the recording's own
-audio around it out to the middle of the pause before and after (never a neighbour's speech),
-zero-padded beyond: for a clip that is one utterance, exactly the centred window that training
-evaluated on and that ``windows`` scores. A longer region is cut into windows of its own
+long is one window centred on it: the region with up to ``context_s`` (1 s) of the recording on
+each side, never past the middle of the pause before or after (never a neighbour's speech),
+zero-padded beyond. The model pools over every frame that is not zero padding, and it was
+trained on clips with about 1 s of near-silence around the speech: the region alone scores far
+lower (validation, README "Segmentation"). A longer region is cut into windows of its own
 samples every hop, the last one zero-padded. An eGeMAPS model gets one feature row per region.
 
 Each row's ``starts``/``ends`` are the part of its region it covers (its weight within the
 region); ``regions`` and ``region_of_row`` say which region a row belongs to. A region is
 emitted once its context is final, so only the audio from the earliest region still pending
-(at most a region plus half a window before it) is held, however long the file.
+(at most a region plus its context before it) is held, however long the file.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from ser.audio import center_window, split_windows
 from ser.batch.frontends import EgemapsFrontend, ModelInputs, WaveformFrontend
-from ser.batch.segmentation import Region, Segmentation, SpeechTracker
+from ser.batch.segmentation import SAMPLE_RATE, Region, Segmentation, SpeechTracker
 from ser.batch.vad import SileroVad
 
 
@@ -38,7 +39,8 @@ class SpeechFrontend:
         self.vad = SileroVad()
         self.settings = f"{inner.settings} {segmentation.describe(self.vad.sha256)}"
         window = getattr(inner, "window", 0)
-        self.context = window // 2  # the most audio a window needs on either side of a region
+        # the recording a short region's window shows on either side of it (at most half a window)
+        self.context = min(window // 2, round(segmentation.context_s * SAMPLE_RATE))
         self.clip_limit = getattr(inner, "single_limit", 0)
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:

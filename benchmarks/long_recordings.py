@@ -1,6 +1,6 @@
 """Long recordings built from RAVDESS test clips: ``--segmentation vad`` against ``windows``.
 
-    python benchmarks/long_recordings.py [--files 24] [--split test] [--model NAME_OR_PATH]
+    python benchmarks/long_recordings.py [--files 24] [--extra-single 12] [--split test]
 
 Builds recordings from the clips of one split only (``test``: actors 23-24, never trained on;
 ``validation``: actors 21-22, for tuning): 5-20 utterances separated by 0.3-5 s of background
@@ -72,8 +72,11 @@ def background(samples: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     return (brown + hum).astype(np.float32)
 
 
-def build(clips, count: int, seed: int, folder: Path, *, quiet: bool = False) -> list[Recording]:
-    """Write ``count`` recordings into ``folder``; return what each holds.
+def build(
+    clips, count: int, seed: int, folder: Path, *, quiet: bool = False, extra_single: int = 0
+) -> list[Recording]:
+    """Write ``count`` recordings into ``folder``, then ``extra_single`` more single-emotion
+    ones (the first ``count`` do not change with it); return what each holds.
 
     ``quiet``: no background at all (digital silence between utterances), for ablations.
     """
@@ -84,8 +87,8 @@ def build(clips, count: int, seed: int, folder: Path, *, quiet: bool = False) ->
     labels = sorted(by_label)
     cut = {clip.path: trim_to_speech(load_audio(clip.path)) for clip in clips}
     recordings = []
-    for index in range(count):
-        kind = ("single", "changing", "silent")[index % 3]
+    for index in range(count + extra_single):
+        kind = ("single", "changing", "silent")[index % 3] if index < count else "single"
         n = int(rng.integers(5, 21)) if kind != "silent" else int(rng.integers(5, 9))
         if kind == "single":
             label = labels[int(rng.integers(len(labels)))]
@@ -192,15 +195,22 @@ def clip_accuracy(recordings: list[Recording], folder: Path, model: str) -> floa
 @click.option("--files", default=24, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option(
+    "--extra-single", default=0, show_default=True,
+    help="More single-emotion files after the --files mix, for file-level accuracy.",
+)  # fmt: skip
 @click.option("--vad-min-silence", default=None, type=float, help="Passed to the vad run.")
+@click.option("--vad-context", default=None, type=float, help="Passed to the vad run.")
 def main(
-    data: Path, split: str, files: int, seed: int, model: str, vad_min_silence: float | None
-) -> None:
+    data: Path, split: str, files: int, seed: int, model: str, extra_single: int,
+    vad_min_silence: float | None, vad_context: float | None,
+) -> None:  # fmt: skip
     clips = select(read_ravdess(data), split)
     with tempfile.TemporaryDirectory(prefix="ser-long-") as tmp:
         folder = Path(tmp) / "recordings"
         folder.mkdir()
-        recordings = build(clips, files, seed, folder)
+        recordings = build(clips, files, seed, folder, extra_single=extra_single)
+        files = len(recordings)
         audio_s = sum(r.seconds for r in recordings)
         kinds = Counter(r.kind for r in recordings)
         print(f"data: {data} split={split} ({len(clips)} clips); machine: {describe_machine()}")
@@ -228,6 +238,8 @@ def main(
             extra = ["--segmentation", mode]
             if mode == "vad" and vad_min_silence is not None:
                 extra += ["--vad-min-silence", str(vad_min_silence)]
+            if mode == "vad" and vad_context is not None:
+                extra += ["--vad-context", str(vad_context)]
             wall, report, segments = score([str(folder)], Path(tmp) / mode, model, *extra)
             m = evaluate(recordings, report, segments)
             print(

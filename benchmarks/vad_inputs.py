@@ -20,7 +20,9 @@ separates segmentation errors from input errors). Utterance accuracy: each true 
 the label of the region that overlaps it most (none: wrong). File accuracy: single-emotion
 files, region probabilities averaged weighted by region length, as ``ser-batch`` does. The
 clip references: each source clip scored whole (as ``benchmarks/accuracy.py``) and each
-utterance's cut clip alone, zero-padded. Regions longer than 1.5 windows are scored over their
+utterance's cut clip alone, zero-padded; each source clip whole with the benchmark's white
+noise, or its room tone, added (what the background alone costs, with no segmentation at
+all). Regions longer than 1.5 windows are scored over their
 own windows every hop and averaged, as ``ser-batch`` does, in every variant.
 """
 
@@ -36,7 +38,7 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from long_recordings import RATE, Recording, build, trim_to_speech
+from long_recordings import RATE, Recording, background, build, trim_to_speech
 
 from ser.audio import center_window, load_audio, split_windows
 from ser.batch.segmentation import Segmentation, SpeechTracker
@@ -174,12 +176,12 @@ def main(
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="ser-ablation-") as tmp:
         sets = {}
-        for background in (False, True):
-            folder = Path(tmp) / ("quiet" if background else "background")
+        for silent in (False, True):
+            folder = Path(tmp) / ("quiet" if silent else "background")
             folder.mkdir()
-            recordings = build(clips, files, seed, folder, quiet=background)
+            recordings = build(clips, files, seed, folder, quiet=silent)
             signals = {r.name: load_audio(folder / r.name) for r in recordings}
-            sets[background] = recordings, signals
+            sets[silent] = recordings, signals
         recordings = sets[False][0]
         used = sorted({u[3] for r in recordings for u in r.utterances})
         whole = {p: scorer.probs([center_window(load_audio(p), scorer.window)]) for p in used}
@@ -187,9 +189,23 @@ def main(
             p: scorer.probs([center_window(trim_to_speech(load_audio(p)), scorer.window)])
             for p in used
         }
+        rng = np.random.default_rng(seed)
+        noisy = {}
+        for kind in ("noise", "room"):
+            noisy[kind] = {}
+            for p in used:
+                signal = load_audio(p)
+                signal = signal + background(signal.size, kind, rng)
+                noisy[kind][p] = scorer.probs([center_window(signal, scorer.window)])
         labels = scorer.model.labels
         utterances = [u for r in recordings for u in r.utterances]
-        for name, table in (("whole, as trained", whole), ("cut to speech, zero-padded", cut)):
+        references = (
+            ("whole, as trained", whole),
+            ("cut to speech, zero-padded", cut),
+            ("whole, the benchmark's white noise added", noisy["noise"]),
+            ("whole, the benchmark's room tone added", noisy["room"]),
+        )
+        for name, table in references:
             acc = np.mean([labels[int(np.argmax(table[u[3]]))] == u[2] for u in utterances])
             print(f"clip accuracy over the {len(utterances)} utterances, clip {name}: {acc:.3f}")
         print("| background | regions | input | utterance accuracy | file accuracy, single |")

@@ -265,3 +265,32 @@ def test_impossible_vad_settings_are_one_line_before_any_work(tmp_path):
     assert result.exit_code == 2
     assert "at least twice the padding" in result.output
     assert not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.parametrize("context_s", [0.0, 1.0, 2.0])
+def test_a_short_region_is_seen_with_its_context_up_to_the_middle_of_each_pause(context_s):
+    spans = [(1.0, 3.0), (6.0, 7.5), (11.0, 12.5)]
+    signal = bursts(spans, 14.0, seed=0)
+    window = 4 * RATE
+    metadata = ModelMetadata("waveform", ("a", "b"), RATE, "audio", "probs", window_s=4.0)
+    segmentation = Segmentation("vad", context_s=context_s)
+    inputs = SpeechFrontend(WaveformFrontend(metadata), segmentation).inputs(signal)
+    regions = inputs.regions
+    assert len(regions) == 3 and len(inputs.rows) == 3
+    reach = round(context_s * RATE)
+    bounded_by_pause = []
+    for index, (start, end) in enumerate(regions):
+        middle_before = (regions[index - 1][1] + start) // 2 if index else 0
+        middle_after = (end + regions[index + 1][0]) // 2 if index < 2 else signal.size
+        left, right = max(start - reach, middle_before), min(end + reach, middle_after)
+        bounded_by_pause.append(left == middle_before and index > 0)
+        if right - left <= window:
+            expected = np.zeros(window, np.float32)
+            pad = (window - (right - left)) // 2
+            expected[pad : pad + right - left] = signal[left:right]
+        else:  # more context than a window holds: the window centred on the region, within it
+            begin = min(max((start + end) // 2 - window // 2, left), right - window)
+            expected = signal[begin : begin + window]
+        assert np.array_equal(inputs.rows[index], expected), (context_s, index)
+    # 2 s reaches past the middle of the 3 s pauses; 1 s does not
+    assert any(bounded_by_pause) == (context_s == 2.0)
