@@ -55,16 +55,24 @@ DEFAULT_VARIANTS = ("0", "0.25", "0.5", "1", "fill")
 def region_input(
     signal: np.ndarray, span: tuple[int, int], bounds: tuple[int, int], margin: float | None,
     window: int, hop: int, single_limit: int, floor_db: float | None = None,
+    gate_db: float | None = None,
 ) -> list[np.ndarray]:  # fmt: skip
     """The model rows for one region: its windows if long, else one window with context.
 
-    ``floor_db``: pad with white noise at this level (dBFS) instead of zeros.
+    ``floor_db``: pad with white noise at this level (dBFS) instead of zeros. ``gate_db``: the
+    context (outside the region) attenuated by this many dB.
     """
     start, end = span
     if end - start > single_limit:
         return list(split_windows(signal[start:end], window, hop)[0])
     reach = window // 2 if margin is None else round(margin * RATE)
     left, right = max(bounds[0], start - reach, 0), min(bounds[1], end + reach, signal.size)
+    if gate_db is not None:
+        signal = signal[left:right].copy()
+        gain = np.float32(10 ** (-gate_db / 20))
+        signal[: start - left] *= gain
+        signal[end - left :] *= gain
+        start, end, left, right = start - left, end - left, 0, right - left
     if right - left <= window:
         row = center_window(signal[left:right], window)
         if floor_db is not None:
@@ -115,8 +123,10 @@ def evaluate(
 ) -> tuple[float, float, int]:  # fmt: skip
     """Utterance accuracy, single-emotion file accuracy and how many single files."""
     margin_text, _, floor_text = variant.partition("/")
+    margin_text, _, gate_text = margin_text.partition("g")
     margin = None if margin_text == "fill" else float(margin_text)
     floor_db = float(floor_text) if floor_text else None
+    gate_db = float(gate_text) if gate_text else None
     labels = scorer.model.labels
     correct = truths = single = single_right = 0
     for recording in recordings:
@@ -124,7 +134,7 @@ def evaluate(
         bounds = neighbour_bounds(found, signal.size)
         sizes = (scorer.window, scorer.hop, scorer.single_limit)
         probs = [
-            scorer.probs(region_input(signal, span, bound, margin, *sizes, floor_db))
+            scorer.probs(region_input(signal, span, bound, margin, *sizes, floor_db, gate_db))
             for span, bound in zip(found, bounds, strict=True)
         ]
         for start, end, label, _ in recording.utterances:
@@ -160,8 +170,8 @@ def truth_spans(recording: Recording) -> list[tuple[int, int]]:
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option(
     "--variant", "variants", multiple=True, default=DEFAULT_VARIANTS, show_default=True,
-    help="MARGIN[/DB]: seconds of context each side (or 'fill'), then padding with zeros, or "
-    "with white noise at DB dBFS.",
+    help="MARGIN[gGATE][/DB]: seconds of context each side (or 'fill'), attenuated by GATE dB "
+    "if given, then padding with zeros, or with white noise at DB dBFS.",
 )  # fmt: skip
 @click.option("--oracle/--no-oracle", default=True, help="Also score the true utterance spans.")
 @click.option("--quiet/--no-quiet", default=True, help="Also build recordings with no background.")
