@@ -66,7 +66,7 @@ def score_found(
     """Decode (``workers`` threads) and score files, in input order: the one scoring path.
 
     Decoding runs one batch per session ahead of the model, so every session has work.
-    ``segmentation`` None is the default (``vad``).
+    ``segmentation`` None is the default (``DEFAULT_SEGMENTATION``: ``windows``).
     """
     ahead = batch_size * getattr(model, "sessions", 1)
 

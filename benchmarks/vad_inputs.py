@@ -1,6 +1,6 @@
 """Ablation: how a speech region becomes the model's input, on long recordings of one split.
 
-    python benchmarks/vad_inputs.py [--split validation] [--files 24] [--seed 0]
+    python benchmarks/vad_inputs.py [--split validation] [--files 36] [--variant 1 ...]
 
 Builds the recordings of ``benchmarks/long_recordings.py`` twice (with their low background
 noise or room tone, and without any: digital silence between the utterances, the same
@@ -14,6 +14,8 @@ each way of turning a region into a 4 s input:
   middle of the pause to the next region), then zero-padded;
 - ``fill``: what ``--segmentation vad`` did first: the window centred on the region, filled
   with the recording out to the middle of each pause, zero-padded beyond.
+- ``MARGINgGATE``: the same, the context attenuated by GATE dB; ``MARGIN/DB``: padded with
+  white noise at DB dBFS instead of zeros.
 
 Each variant is run on the VAD's regions and on the true utterance spans (an oracle that
 separates segmentation errors from input errors). Utterance accuracy: each true utterance takes
@@ -22,8 +24,8 @@ files, region probabilities averaged weighted by region length, as ``ser-batch``
 clip references: each source clip scored whole (as ``benchmarks/accuracy.py``) and each
 utterance's cut clip alone, zero-padded; each source clip whole with the benchmark's white
 noise, or its room tone, added (what the background alone costs, with no segmentation at
-all). Regions longer than 1.5 windows are scored over their
-own windows every hop and averaged, as ``ser-batch`` does, in every variant.
+all). Regions longer than 1.5 windows are scored over their own windows every hop and
+averaged, as ``ser-batch`` does, in every variant.
 """
 
 from __future__ import annotations
