@@ -249,6 +249,13 @@ def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes
     assert list(csv.DictReader(out.open())) == first
     result = CliRunner().invoke(
         batch_main,
+        ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "vad",
+         "--vad-context", "0.5"],
+    )  # fmt: skip
+    assert "0 unchanged files kept" in result.output  # the context is part of the key
+    assert {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())} == {"0.5"}
+    result = CliRunner().invoke(
+        batch_main,
         ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "windows"],
     )
     assert "0 unchanged files kept" in result.output
