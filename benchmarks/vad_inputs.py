@@ -154,8 +154,10 @@ def evaluate(
     return correct / max(truths, 1), single_right / max(single, 1), single
 
 
-def vad_spans(signal: np.ndarray, vad: SileroVad) -> list[tuple[int, int]]:
-    tracker = SpeechTracker(Segmentation(mode="vad"))
+def vad_spans(
+    signal: np.ndarray, vad: SileroVad, settings: Segmentation | None = None
+) -> list[tuple[int, int]]:
+    tracker = SpeechTracker(settings or Segmentation(mode="vad"))
     regions = tracker.feed(vad.probabilities(signal)) + tracker.finish(signal.size)
     return [(r.start, r.end) for r in regions]
 
@@ -177,15 +179,18 @@ def truth_spans(recording: Recording) -> list[tuple[int, int]]:
 )  # fmt: skip
 @click.option("--oracle/--no-oracle", default=True, help="Also score the true utterance spans.")
 @click.option("--quiet/--no-quiet", default=True, help="Also build recordings with no background.")
+@click.option("--vad-threshold", default=0.5, show_default=True)
+@click.option("--vad-min-silence", default=0.3, show_default=True)
 def main(
     data: Path, split: str, files: int, seed: int, model: str, variants: tuple[str, ...],
-    oracle: bool, quiet: bool,
+    oracle: bool, quiet: bool, vad_threshold: float, vad_min_silence: float,
 ) -> None:  # fmt: skip
+    settings = Segmentation("vad", threshold=vad_threshold, min_silence_s=vad_min_silence)
     clips = select(read_ravdess(data), split)
     scorer, vad = Scorer(model), SileroVad()
     started = time.perf_counter()
     print(f"data: {data} split={split} ({len(clips)} clips); machine: {describe_machine()}")
-    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print(f"load average before: {os.getloadavg()[0]:.2f}; VAD: {settings.describe('')}")
     with tempfile.TemporaryDirectory(prefix="ser-ablation-") as tmp:
         sets = {}
         for silent in (False, True):
@@ -226,7 +231,7 @@ def main(
             recordings, signals = sets[silent]
             for source in ("vad", "truth") if oracle else ("vad",):
                 if source == "vad":
-                    spans = {name: vad_spans(signal, vad) for name, signal in signals.items()}
+                    spans = {n: vad_spans(signal, vad, settings) for n, signal in signals.items()}
                 else:
                     spans = {r.name: truth_spans(r) for r in recordings}
                 for variant in variants if not silent else (variants[0], variants[-1]):
