@@ -176,6 +176,13 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
     help="pooled head: normalise each window's encoder states by its own statistics.",
 )
 @click.option(
+    "--samples-per-epoch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Clips drawn per epoch (default: 1.5 x the largest class count x the classes, over "
+    "all corpora); fix it to train several corpora for the same number of steps as one.",
+)
+@click.option(
     "--calibrate/--no-calibrate",
     default=True,
     show_default=True,

@@ -97,6 +97,7 @@ class NeuralConfig:
     sampling: str = "class-corpus"
     recording_norm: str = "none"
     calibrate: bool = True
+    samples_per_epoch: int | None = None
 
     def views_for(self, corpus_index: int, corpora: int) -> int:
         """Training views of one corpus: one ``views`` for all, or one per corpus in order.
@@ -310,7 +311,9 @@ def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> Ne
         temperature = fit_temperature(outputs["validation"].logits, outputs["validation"].targets)
     metrics = _split_metrics(outputs, corpus, labels)
     metrics["calibration"] = _calibration_report(outputs, corpus, temperature)
-    metrics["timing"] = _timing(backbone, corpus, float(np.mean(epoch_times)))
+    metrics["timing"] = _timing(
+        backbone, corpus, float(np.mean(epoch_times)), config.samples_per_epoch
+    )
     head = head.cpu()
     metrics["best_epoch"] = best_epochs[0]
     if config.ensemble > 1:
@@ -371,7 +374,8 @@ def _fit(
     view_counts = np.array([part.states.shape[1] for part in parts])
     allowed = _label_masks(corpus)
     classes = len(LABELS)
-    steps = config.epochs * -(-epoch_draws(targets, classes) // config.batch_size)
+    draws = config.samples_per_epoch or epoch_draws(targets, classes)
+    steps = config.epochs * -(-draws // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=steps, pct_start=0.1
     )
@@ -387,7 +391,7 @@ def _fit(
     for epoch in track(range(config.epochs), f"training head (seed {config.seed})", "epoch"):
         started = time.perf_counter()
         head.train()
-        order = balanced_indices(targets, classes, rng, owner, config.sampling)
+        order = balanced_indices(targets, classes, rng, owner, config.sampling, draws)
         views = (rng.random(order.size) * view_counts[owner[order].numpy()]).astype(np.int64)
         total_loss, correct = 0.0, 0
         for start in range(0, order.size, config.batch_size):
@@ -601,7 +605,9 @@ def _calibration_report(
     return report
 
 
-def _timing(backbone: SpeechEncoder, corpus: EncodedCorpus, epoch_s: float) -> dict[str, float]:
+def _timing(
+    backbone: SpeechEncoder, corpus: EncodedCorpus, epoch_s: float, samples: int | None
+) -> dict[str, float]:
     """Measured costs, and what running the encoder in every epoch would have cost instead."""
     device, precision = corpus.device, corpus.precision.precision
     probe = torch.zeros(8, corpus.window, device=device)
@@ -614,7 +620,7 @@ def _timing(backbone: SpeechEncoder, corpus: EncodedCorpus, epoch_s: float) -> d
         synchronize(device)
     per_window = (time.perf_counter() - started) / 8
     targets = torch.cat([part.train.targets.cpu() for part in corpus.parts])
-    draws = epoch_draws(targets, len(LABELS))
+    draws = samples or epoch_draws(targets, len(LABELS))
     uncached_epoch = epoch_s + draws * per_window
     return {
         "device": describe_device(device),

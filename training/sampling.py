@@ -52,12 +52,15 @@ def balanced_indices(
     rng: np.random.Generator,
     corpora: torch.Tensor | None = None,
     mode: str = "class-corpus",
+    draws: int | None = None,
 ) -> np.ndarray:
-    """An epoch of clip indices, drawn with replacement by ``mode`` (no ``corpora``: one)."""
+    """An epoch of ``draws`` clip indices (default :func:`epoch_draws`), drawn with replacement
+    by ``mode`` (no ``corpora``: one corpus)."""
     targets_np = targets.cpu().numpy()
     corpora_np = np.zeros_like(targets_np) if corpora is None else corpora.cpu().numpy()
     weights = draw_weights(targets_np, corpora_np, mode)
-    return rng.choice(targets_np.size, size=epoch_draws(targets, classes), replace=True, p=weights)
+    size = draws or epoch_draws(targets, classes)
+    return rng.choice(targets_np.size, size=size, replace=True, p=weights)
 
 
 def _counts(targets: np.ndarray, corpora: np.ndarray) -> np.ndarray:
