@@ -177,10 +177,16 @@ def _settings(groups: list[str], r: str, n: str) -> list[Setting]:
         ]
     if "nemo" in groups:
         settings.append(Setting("nemo", (n,)))
-    if "sampling" in groups:
-        settings += [Setting("sampling", (r, n), sampling=s) for s in ("corpus-class", "class")]
-    if "norm" in groups:
-        settings += [Setting("norm", (r, n), recording_norm=m) for m in ("mean", "standardize")]
+    # the likelier alternatives first, so that an interrupted run has measured one of each
+    for first in (True, False):
+        if "sampling" in groups:
+            settings.append(
+                Setting("sampling", (r, n), sampling="class" if first else "corpus-class")
+            )
+        if "norm" in groups:
+            settings.append(
+                Setting("norm", (r, n), recording_norm="standardize" if first else "mean")
+            )
     return settings
 
 
