@@ -76,7 +76,8 @@ class Setting:
 @click.option("--nemo", type=click.Path(exists=True, path_type=Path), default=NEMO)
 @click.option("--backbone", default=str(WHISPER_TINY), show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-@click.option("--seeds", default=3, show_default=True)
+@click.option("--seeds", default=3, show_default=True, help="Heads per configuration.")
+@click.option("--first-seed", default=0, show_default=True)
 @click.option("--epochs", default=20, show_default=True)
 @click.option("--views", default=4, show_default=True, help="RAVDESS training views.")
 @click.option("--nemo-views", default=2, show_default=True, help="nEMO training views.")
@@ -91,7 +92,8 @@ class Setting:
 @click.option("--keep", type=click.Path(path_type=Path), default=None, help="Keep checkpoints.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results (JSON).")
 def main(
-    ravdess: Path, nemo: Path, backbone: str, device: str, seeds: int, epochs: int, views: int,
+    ravdess: Path, nemo: Path, backbone: str, device: str, seeds: int, first_seed: int,
+    epochs: int, views: int,
     nemo_views: int, groups: str, samples_per_epoch: int | None, cache_dir: Path | None,
     keep: Path | None, out: Path,
 ) -> None:  # fmt: skip
@@ -106,7 +108,7 @@ def main(
     names = [part.name for part in encoded.parts]
     r, n = names
     samples = samples_per_epoch or epoch_draws(encoded.parts[0].train.targets, len(LABELS))
-    base = replace(base, samples_per_epoch=samples, ensemble=seeds)
+    base = replace(base, samples_per_epoch=samples, ensemble=seeds, seed=first_seed)
     results = {
         "machine": describe_machine(),
         "device": str(encoded.device),
@@ -114,7 +116,7 @@ def main(
         "corpora": [part.describe() for part in encoded.parts],
         "epochs": epochs,
         "samples_per_epoch": samples,
-        "seeds": list(range(seeds)),
+        "seeds": list(range(first_seed, first_seed + seeds)),
         "encode_s": round(time.perf_counter() - started, 1),
         "runs": [],
     }
@@ -131,15 +133,16 @@ def main(
         )  # fmt: skip
         began = time.perf_counter()
         with tempfile.TemporaryDirectory() as scratch:
-            folder = keep / _slug(setting) if keep else Path(scratch)
+            folder = keep / _slug(setting, first_seed) if keep else Path(scratch)
             run = train_head(encoded.subset(setting.corpora), folder, config)
             head = load_checkpoint(folder).head
         wall = round(time.perf_counter() - began, 1)
         members = list(head.members) if isinstance(head, HeadEnsemble) else [head]
         rows = []
-        for seed, member in enumerate(members):
+        for k, member in enumerate(members):
             row = _score(member, encoded, setting.corpora)
-            best = run.metrics["members"][seed]["best_epoch"] if seeds > 1 else None
+            best = run.metrics["members"][k]["best_epoch"] if seeds > 1 else None
+            seed = first_seed + k
             rows.append({**row, "seed": seed, "best_epoch": best or run.metrics["best_epoch"]})
             print(f"{setting.name} seed={seed}: {_line(row, names)}", flush=True)
         ensemble = _score(head, encoded, setting.corpora) if seeds > 1 else None
@@ -162,32 +165,25 @@ def _effective(setting: Setting, encoded: EncodedCorpus) -> Setting:
     return replace(setting, group="", loss="restricted") if full else replace(setting, group="")
 
 
-def _slug(setting: Setting) -> str:
+def _slug(setting: Setting, seed: int) -> str:
     corpora = "+".join(setting.corpora)
-    return f"{corpora}_{setting.loss}_{setting.sampling}_{setting.recording_norm}"
+    return f"{corpora}_{setting.loss}_{setting.sampling}_{setting.recording_norm}_s{seed}"
 
 
 def _settings(groups: list[str], r: str, n: str) -> list[Setting]:
-    settings = []
-    if "main" in groups:
-        settings += [
-            Setting("main", corpora, loss)
-            for corpora in ((r,), (r, n))
-            for loss in ("plain", "restricted")
-        ]
-    if "nemo" in groups:
-        settings.append(Setting("nemo", (n,)))
-    # the likelier alternatives first, so that an interrupted run has measured one of each
-    for first in (True, False):
-        if "sampling" in groups:
-            settings.append(
-                Setting("sampling", (r, n), sampling="class" if first else "corpus-class")
-            )
-        if "norm" in groups:
-            settings.append(
-                Setting("norm", (r, n), recording_norm="standardize" if first else "mean")
-            )
-    return settings
+    """In order of what a shared CPU should measure first, so an interrupted run says most."""
+    settings = [
+        Setting("main", (r, n), "restricted"),
+        Setting("main", (r, n), "plain"),
+        Setting("nemo", (n,)),
+        Setting("main", (r,), "plain"),
+        Setting("main", (r,), "restricted"),
+        Setting("sampling", (r, n), sampling="class"),
+        Setting("norm", (r, n), recording_norm="standardize"),
+        Setting("sampling", (r, n), sampling="corpus-class"),
+        Setting("norm", (r, n), recording_norm="mean"),
+    ]
+    return [setting for setting in settings if setting.group in groups]
 
 
 def _score(head: torch.nn.Module, encoded: EncodedCorpus, trained_on: tuple[str, ...]) -> dict:
