@@ -155,11 +155,11 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
 )
 @click.option(
     "--loss",
-    type=click.Choice(["restricted", "plain"]),
-    default="restricted",
+    type=click.Choice(["plain", "restricted"]),
+    default="plain",
     show_default=True,
-    help="restricted: softmax over each clip's corpus label set (a corpus without calm teaches "
-    "nothing about calm); plain: cross-entropy over every class. Same for one full corpus.",
+    help="plain: cross-entropy over every class; restricted: softmax over each clip's corpus "
+    "label set (a corpus without calm teaches nothing about calm). Same for one full corpus.",
 )
 @click.option(
     "--sampling",

@@ -5,13 +5,16 @@ is "never calm". Plain cross-entropy over all classes still pushes calm down on 
 The ``restricted`` loss takes the softmax over the clip's corpus label set only, so a clip
 teaches the choice among the classes its corpus could have labelled; with label smoothing, the
 smoothed mass goes to those classes alone. For a corpus that has every class both are the same.
+
+Measured on RAVDESS + nEMO (README "Several corpora"), ``plain`` won on validation: a scorer does
+not know the corpus, and a head never told that Polish speech is not calm predicts calm for it.
 """
 
 from __future__ import annotations
 
 import torch
 
-LOSSES = ("restricted", "plain")
+LOSSES = ("plain", "restricted")
 _EXCLUDED = -1e4  # a logit that softmax turns into exactly 0 in float32, without inf * 0 = nan
 
 

@@ -93,7 +93,7 @@ class NeuralConfig:
     device: str = "auto"
     precision: str = "auto"
     workers: int | None = None
-    loss: str = "restricted"
+    loss: str = "plain"
     sampling: str = "class-corpus"
     recording_norm: str = "none"
     calibrate: bool = True
