@@ -245,7 +245,7 @@ def _tables(results: dict, names: list[str]) -> str:
     Two validation columns: the mean UAR over the corpora the head trained on (what chose its
     epoch), and over every corpus (what compares a one-corpus head with a multi-corpus one).
     """
-    header = ["corpora", "loss", "sampling", "norm", "val UAR (trained corpora)",
+    header = ["corpora", "loss", "sampling", "norm", "seeds", "val UAR (trained corpora)",
               "val UAR (all corpora)"]  # fmt: skip
     for name in names:
         header += [f"{name} test acc", f"{name} test UAR", f"{name} test ECE before → after"]
@@ -266,7 +266,8 @@ def _tables(results: dict, names: list[str]) -> str:
                 statistics.mean(r["scores"][f"{name}/validation"]["uar"] for name in names)
                 for r in rows
             ]
-            cells = [label, run["loss"], run["sampling"], run["recording_norm"],
+            seeds = ", ".join(str(r["seed"]) for r in run["seeds"])
+            cells = [label, run["loss"], run["sampling"], run["recording_norm"], seeds,
                      _spread([r["validation_mean_corpus_uar"] for r in rows]),
                      _spread(every)]  # fmt: skip
             for name in names:
