@@ -136,6 +136,7 @@ def main(
         if same in done:
             results["runs"].append({**done[same], **asdict(setting), "name": setting.name,
                                     "same_as": same.name})  # fmt: skip
+            out.write_text(json.dumps(results, indent=2))
             continue
         config = replace(
             base, loss=setting.loss, sampling=setting.sampling,
