@@ -186,7 +186,7 @@ def _settings(groups: list[str], r: str, n: str) -> list[Setting]:
     settings = [
         Setting("main", (r, n), "restricted"),
         Setting("main", (r, n), "plain"),
-        Setting("nemo", (n,)),
+        Setting("nemo", (n,), "restricted"),
         Setting("nemo", (n,), "plain"),
         Setting("main", (r,), "plain"),
         Setting("main", (r,), "restricted"),
