@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ser.batch.segmentation import DEFAULT_SEGMENTATION, SEGMENTATIONS
+from ser.batch.segmentation import DEFAULT_SEGMENTATION, SEGMENTATIONS, Segmentation
 from ser.clitools import CONTEXT_SETTINGS, examples, one_line_errors, version_option
 from ser.models import DEFAULT_MODEL
 
@@ -116,42 +116,42 @@ def main() -> None:
 @click.option(
     "--vad-threshold",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.5,
+    default=Segmentation.threshold,
     show_default=True,
     help="Speech probability that starts a region (it ends below this minus 0.15).",
 )
 @click.option(
     "--vad-min-speech",
     type=click.FloatRange(min=0),
-    default=0.25,
+    default=Segmentation.min_speech_s,
     show_default=True,
     help="Seconds: shorter speech regions are dropped.",
 )
 @click.option(
     "--vad-min-silence",
     type=click.FloatRange(min=0),
-    default=0.3,
+    default=Segmentation.min_silence_s,
     show_default=True,
     help="Seconds: shorter pauses are merged into the region around them.",
 )
 @click.option(
     "--vad-max-speech",
     type=click.FloatRange(min=1),
-    default=20.0,
+    default=Segmentation.max_speech_s,
     show_default=True,
     help="Seconds: longer regions are split at their longest pause.",
 )
 @click.option(
     "--vad-pad",
     type=click.FloatRange(min=0),
-    default=0.03,
+    default=Segmentation.pad_s,
     show_default=True,
     help="Seconds added to both ends of each speech region.",
 )
 @click.option(
     "--vad-context",
     type=click.FloatRange(min=0),
-    default=1.0,
+    default=Segmentation.context_s,
     show_default=True,
     help="Seconds of the recording around a short region that the model sees with it (at most "
     "to the middle of the pause; zero-padded beyond).",

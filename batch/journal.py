@@ -74,12 +74,12 @@ class Journal:
         os.fsync(self._fd)
         self._synced = time.monotonic()
 
-    def close(self) -> None:
+    def close(self, *, sync: bool = True) -> None:
         """Close it; an empty journal keeps nothing for a next run, so it is removed."""
         if self._fd < 0:
             return
         empty = os.fstat(self._fd).st_size == 0
-        if not empty:
+        if sync and not empty:
             os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
@@ -87,7 +87,8 @@ class Journal:
             self.path.unlink(missing_ok=True)
 
     def remove(self) -> None:
-        self.close()
+        """Close and delete it (the report is in place): nothing left to make durable."""
+        self.close(sync=False)
         self.path.unlink(missing_ok=True)
 
 

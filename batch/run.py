@@ -69,12 +69,12 @@ class RunOptions:
     engine: str = "local"
     ray_address: str | None = None
     segmentation: str = DEFAULT_SEGMENTATION
-    vad_threshold: float = 0.5
-    vad_min_speech: float = 0.25
-    vad_min_silence: float = 0.3
-    vad_max_speech: float = 20.0
-    vad_pad: float = 0.03
-    vad_context: float = 1.0
+    vad_threshold: float = Segmentation.threshold  # the VAD's defaults live in Segmentation
+    vad_min_speech: float = Segmentation.min_speech_s
+    vad_min_silence: float = Segmentation.min_silence_s
+    vad_max_speech: float = Segmentation.max_speech_s
+    vad_pad: float = Segmentation.pad_s
+    vad_context: float = Segmentation.context_s
 
     def segmenting(self) -> Segmentation:
         """The segmentation these options ask for.

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,12 +217,26 @@ def clip_accuracy_in_background(recordings: list[Recording], folder: Path, model
     return float(np.mean(hits))
 
 
+def recording_options(split: str) -> Callable[[Callable], Callable]:
+    """The options every long-recording benchmark takes: corpus, split, recordings and model."""
+    options = [
+        click.option("--data", type=click.Path(exists=True, path_type=Path), default=RAVDESS_16K),
+        click.option("--split", type=click.Choice(["test", "validation"]), default=split),
+        click.option("--files", default=24, show_default=True),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--model", default=DEFAULT_MODEL, show_default=True),
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @click.command()
-@click.option("--data", type=click.Path(exists=True, path_type=Path), default=RAVDESS_16K)
-@click.option("--split", type=click.Choice(["test", "validation"]), default="test")
-@click.option("--files", default=24, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@recording_options(split="test")
 @click.option(
     "--extra-single", default=0, show_default=True,
     help="More single-emotion files after the --files mix, for file-level accuracy.",

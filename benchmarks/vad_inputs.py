@@ -40,16 +40,22 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from long_recordings import RATE, Recording, background, build, trim_to_speech
+from long_recordings import (
+    RATE,
+    Recording,
+    background,
+    build,
+    recording_options,
+    trim_to_speech,
+)
 
 from ser.audio import center_window, load_audio, split_windows
 from ser.batch.segmentation import Segmentation, SpeechTracker
 from ser.batch.session import ScoringModel
 from ser.batch.vad import SileroVad
 from ser.corpus import read_ravdess, select
-from ser.models import DEFAULT_MODEL
 
-from common import RAVDESS_16K, describe_machine
+from common import describe_machine
 
 DEFAULT_VARIANTS = ("0", "0.25", "0.5", "1", "fill")
 
@@ -167,11 +173,7 @@ def truth_spans(recording: Recording) -> list[tuple[int, int]]:
 
 
 @click.command()
-@click.option("--data", type=click.Path(exists=True, path_type=Path), default=RAVDESS_16K)
-@click.option("--split", type=click.Choice(["test", "validation"]), default="validation")
-@click.option("--files", default=24, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@recording_options(split="validation")
 @click.option(
     "--variant", "variants", multiple=True, default=DEFAULT_VARIANTS, show_default=True,
     help="MARGIN[gGATE][/DB]: seconds of context each side (or 'fill'), attenuated by GATE dB "

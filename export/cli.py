@@ -143,7 +143,8 @@ def neural(
 )
 @one_line_errors
 def requantize(model: Path, output: Path, data: Path, precision: str) -> None:
-    """Make a dynamic-int8 MODEL.onnx from an older ser batch-invariant, without its checkpoint."""
+    """Rewrite an older ser MODEL.onnx (0.1.0's dynamic int8) as a batch-invariant graph,
+    without its checkpoint."""
     from ser.export.requantize import requantize as rewrite
 
     result = rewrite(model, output, validation_clips=_validation_clips(data), precision=precision)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
 
 BINS = 15
 _LOG_T_RANGE = (-3.0, 3.0)  # T from 0.05 to 20
@@ -30,8 +31,8 @@ class Reliability:
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """The T > 0 that minimises the mean NLL of ``softmax(logits / T)``.
 
-    The NLL is convex in 1/T, so a bounded golden-section search over log T finds the minimum
-    reliably without a learning rate to tune.
+    The NLL is convex in 1/T, so a bounded scalar search over log T finds the minimum reliably
+    without a learning rate to tune.
     """
     logits, targets = logits.double(), targets.long()
 
@@ -39,20 +40,8 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
         scaled = logits / float(np.exp(log_t))
         return float(torch.nn.functional.cross_entropy(scaled, targets))
 
-    low, high = _LOG_T_RANGE
-    ratio = (np.sqrt(5) - 1) / 2
-    a, b = high - ratio * (high - low), low + ratio * (high - low)
-    fa, fb = nll(a), nll(b)
-    for _ in range(80):
-        if fa < fb:
-            high, b, fb = b, a, fa
-            a = high - ratio * (high - low)
-            fa = nll(a)
-        else:
-            low, a, fa = a, b, fb
-            b = low + ratio * (high - low)
-            fb = nll(b)
-    return float(np.exp((low + high) / 2))
+    found = minimize_scalar(nll, bounds=_LOG_T_RANGE, method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(found.x))
 
 
 def reliability(probs: np.ndarray, targets: np.ndarray, bins: int = BINS) -> Reliability:
