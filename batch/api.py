@@ -38,6 +38,7 @@ from ser.batch.scoring import (
     score_batch,
     score_prepared,
 )
+from ser.batch.segmentation import DEFAULT_SEGMENTATION, Segmentation
 from ser.batch.session import SessionPool
 from ser.errors import AudioError
 from ser.metadata import ModelMetadata
@@ -49,6 +50,7 @@ __all__ = [
     "Model",
     "Prediction",
     "RowFormat",
+    "Segmentation",
     "discover",
     "found_key",
     "from_record",
@@ -104,8 +106,19 @@ class FileResult:
         return self._score.duration_s
 
     @property
+    def status(self) -> str:
+        """``ok``, ``no_speech`` (the VAD found no speech) or ``error``, as the report says."""
+        return self._score.status
+
+    @property
+    def speech_s(self) -> float | None:
+        """Seconds of speech the VAD found (None with ``windows`` segmentation)."""
+        return self._score.speech_s
+
+    @property
     def prediction(self) -> Prediction | None:
-        """The file's prediction: the mean of its windows, each weighted by the audio it covers."""
+        """The file's prediction (None on error or without speech): the mean of its windows,
+        each weighted by the audio it covers, or of its speech regions, by their length."""
         if self._score.probs is None:
             return None
         return Prediction(self._score.probs, self._format.labels)
@@ -126,8 +139,15 @@ class FileResult:
 class Model:
     """An exported model, loaded once, ready for signals and files (see :func:`load_model`)."""
 
-    def __init__(self, pool: SessionPool, *, hop: float | None = None) -> None:
+    def __init__(
+        self,
+        pool: SessionPool,
+        *,
+        hop: float | None = None,
+        segmentation: Segmentation | None = None,
+    ) -> None:
         self._pool, self.hop = pool, hop
+        self.segmentation = segmentation or Segmentation()
         self._local = threading.local()
         settings = self._frontend().settings  # fails now on a model it cannot feed
         self._format = RowFormat(pool.labels, pool.name, pool.sha256, settings)
@@ -153,12 +173,13 @@ class Model:
 
     def predict(
         self, signal: np.ndarray | Sequence[np.ndarray], sample_rate: int, *, batch_size: int = 16
-    ) -> Prediction | list[Prediction]:
+    ) -> Prediction | list[Prediction | None] | None:
         """Score one signal, or a sequence of signals (one prediction each, in order).
 
         A signal is ``[samples]`` or ``[samples, channels]`` at ``sample_rate``; it is mixed to
-        mono, resampled and windowed as files are, so its probabilities are those a file with
-        the same samples gets in the report.
+        mono, resampled and segmented as files are, so its probabilities are those a file with
+        the same samples gets in the report. With ``vad`` segmentation a signal without speech
+        gives None.
 
         Raises:
             AudioError: for an empty, non-finite or too short signal (under 0.1 s).
@@ -174,7 +195,10 @@ class Model:
             found = Found(Path(f"<signal {index}>"))
             prepared.append(Prepared(found, mono.size, self._frontend().inputs(mono)))
         scores = score_prepared(prepared, self._pool, batch_size)
-        predictions = [Prediction(score.probs, self.labels) for score in scores]
+        predictions = [
+            None if score.probs is None else Prediction(score.probs, self.labels)
+            for score in scores
+        ]
         return predictions if many else predictions[0]
 
     def score_files(
@@ -187,8 +211,9 @@ class Model:
         """
         found = (Found.of(path) for path in paths)
         for score in score_found(
-            found, self._pool, hop=self.hop, batch_size=batch_size, workers=workers
-        ):
+            found, self._pool, hop=self.hop, batch_size=batch_size, workers=workers,
+            segmentation=self.segmentation,
+        ):  # fmt: skip
             yield FileResult(score, self._format)
 
     def prepare(self, found: Found) -> Prepared:
@@ -203,7 +228,9 @@ class Model:
     def _frontend(self) -> Frontend:
         """This thread's frontend (openSMILE's extractor is not shared between threads)."""
         if not hasattr(self._local, "frontend"):
-            self._local.frontend = frontend_for(self.metadata, hop_s=self.hop)
+            self._local.frontend = frontend_for(
+                self.metadata, hop_s=self.hop, segmentation=self.segmentation
+            )
         return self._local.frontend
 
 
@@ -214,6 +241,7 @@ def load_model(
     threads: int | None = None,
     sessions: int | None = None,
     hop: float | None = None,
+    segmentation: str | Segmentation = DEFAULT_SEGMENTATION,
 ) -> Model:
     """Load a shipped model by name (``whisper-pooled``, ``forest``) or an exported ``.onnx``.
 
@@ -222,9 +250,13 @@ def load_model(
         threads: ONNX Runtime threads in all (default: every core), split among the sessions.
         sessions: parallel sessions (default as ``ser-batch score``: one per core on the CPU).
         hop: window hop in seconds for windowed models (default: the model's).
+        segmentation: ``vad`` (speech regions only) or ``windows``, as ``ser-batch score
+            --segmentation``; a :class:`~ser.batch.segmentation.Segmentation` sets the VAD too.
 
     Raises:
         ModelError: when the model cannot be found or loaded, or lacks ser's metadata.
     """
+    if isinstance(segmentation, str):
+        segmentation = Segmentation(segmentation)
     pool = SessionPool(name_or_path, device=device, threads=threads, sessions=sessions)
-    return Model(pool, hop=hop)
+    return Model(pool, hop=hop, segmentation=segmentation)

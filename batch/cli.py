@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from ser.batch.segmentation import DEFAULT_SEGMENTATION, SEGMENTATIONS
 from ser.clitools import CONTEXT_SETTINGS, examples, one_line_errors, version_option
 from ser.models import DEFAULT_MODEL
 
@@ -105,11 +106,62 @@ def main() -> None:
     help="Threads decoding and resampling ahead of inference [default: 2; 4 on CUDA].",
 )
 @click.option(
+    "--segmentation",
+    type=click.Choice(SEGMENTATIONS),
+    default=DEFAULT_SEGMENTATION,
+    show_default=True,
+    help="vad: score only the speech that Silero VAD finds, utterance by utterance (a file "
+    "without speech gets status no_speech); windows: fixed windows over the whole file.",
+)
+@click.option(
+    "--vad-threshold",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="Speech probability that starts a region (it ends below this minus 0.15).",
+)
+@click.option(
+    "--vad-min-speech",
+    type=click.FloatRange(min=0),
+    default=0.25,
+    show_default=True,
+    help="Seconds: shorter speech regions are dropped.",
+)
+@click.option(
+    "--vad-min-silence",
+    type=click.FloatRange(min=0),
+    default=0.3,
+    show_default=True,
+    help="Seconds: shorter pauses are merged into the region around them.",
+)
+@click.option(
+    "--vad-max-speech",
+    type=click.FloatRange(min=1),
+    default=20.0,
+    show_default=True,
+    help="Seconds: longer regions are split at their longest pause.",
+)
+@click.option(
+    "--vad-pad",
+    type=click.FloatRange(min=0),
+    default=0.03,
+    show_default=True,
+    help="Seconds added to both ends of each speech region.",
+)
+@click.option(
+    "--vad-context",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds of the recording around a short region that the model sees with it (at most "
+    "to the middle of the pause; zero-padded beyond).",
+)
+@click.option(
     "--segments",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write one row per window (path, start_s, end_s, label, confidence, p_*), in the "
-    "format its own extension names (as -o's, --format aside).",
+    help="Also write one row per utterance (vad) or window (windows): path, start_s, end_s, "
+    "label, confidence, p_*; in the format its own extension names (as -o's, --format aside).",
 )
 @click.option("--files-from", default=None, help="Read more input paths from a file (- stdin).")
 @click.option("--include", multiple=True, help="Glob of files to take from directories.")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol
 
 from ser.batch.discovery import Found
-from ser.batch.frontends import frontend_for
+from ser.batch.frontends import Frontend, frontend_for
 from ser.batch.report import report_row, segment_rows
 from ser.batch.scoring import FileScore, prepare_all, score_prepared
+from ser.batch.segmentation import Segmentation
 from ser.batch.session import ScoringModel, SessionPool
 
 Row = dict[str, str]
@@ -61,13 +61,18 @@ def score_found(
     hop: float | None = None,
     batch_size: int = 16,
     workers: int = 2,
+    segmentation: Segmentation | None = None,
 ) -> Iterator[FileScore]:
     """Decode (``workers`` threads) and score files, in input order: the one scoring path.
 
     Decoding runs one batch per session ahead of the model, so every session has work.
+    ``segmentation`` None is the default (``DEFAULT_SEGMENTATION``: ``windows``).
     """
     ahead = batch_size * getattr(model, "sessions", 1)
-    make_frontend = partial(frontend_for, model.metadata, hop_s=hop)
+
+    def make_frontend() -> Frontend:
+        return frontend_for(model.metadata, hop_s=hop, segmentation=segmentation)
+
     prepared = prepare_all(found, make_frontend, model.metadata.sample_rate, workers, ahead=ahead)
     return score_prepared(prepared, model, batch_size)
 
@@ -82,14 +87,17 @@ class LocalEngine:
         hop: float | None,
         batch_size: int,
         workers: int,
+        segmentation: Segmentation | None = None,
     ) -> None:
         self.model = model
         self.hop, self.batch_size, self.workers = hop, batch_size, workers
+        self.segmentation = segmentation
 
     def rows(self, todo: Sequence[Found], fmt: RowFormat) -> Iterator[Scored]:
         scores = score_found(
-            todo, self.model, hop=self.hop, batch_size=self.batch_size, workers=self.workers
-        )
+            todo, self.model, hop=self.hop, batch_size=self.batch_size, workers=self.workers,
+            segmentation=self.segmentation,
+        )  # fmt: skip
         for index, score in enumerate(scores):
             yield index, *fmt.rows(score)
 
@@ -99,4 +107,5 @@ class LocalEngine:
             "sessions": self.model.sessions,
             "threads_per_session": self.model.threads_per_session,
             "decode_workers": self.workers,
+            "segmentation": (self.segmentation or Segmentation()).mode,
         }

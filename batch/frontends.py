@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from ser.audio import center_window, split_windows
+from ser.batch.segmentation import Segmentation
 from ser.errors import ModelError
 from ser.features import EgemapsExtractor
 from ser.metadata import ModelMetadata
@@ -20,11 +21,19 @@ from ser.metadata import ModelMetadata
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """A file's model inputs ``[n, ...]`` and the time span, in samples, each row covers."""
+    """A file's model inputs ``[n, ...]`` and the time span, in samples, each row covers.
+
+    With ``--segmentation vad`` (:mod:`ser.batch.utterances`) rows belong to speech regions:
+    ``regions`` ``[k, 2]`` holds their spans, ``region_of_row`` each row's region, and the
+    last chunk of a file gives its length in ``samples``.
+    """
 
     rows: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
+    regions: np.ndarray | None = None
+    region_of_row: np.ndarray | None = None
+    samples: int | None = None
 
 
 class Frontend(Protocol):
@@ -125,7 +134,18 @@ class WaveformFrontend:
         return ModelInputs(np.stack(rows), begin, np.minimum(begin + self.window, total))
 
 
-def frontend_for(metadata: ModelMetadata, *, hop_s: float | None = None) -> Frontend:
-    if metadata.frontend == "egemaps":
-        return EgemapsFrontend(metadata)
-    return WaveformFrontend(metadata, hop_s)
+def frontend_for(
+    metadata: ModelMetadata, *, hop_s: float | None = None, segmentation: Segmentation | None = None
+) -> Frontend:
+    """The frontend the model's metadata asks for; with ``vad`` segmentation, over speech only.
+
+    ``segmentation`` None means the default (:data:`ser.batch.segmentation.DEFAULT_SEGMENTATION`).
+    """
+    segmentation = segmentation or Segmentation()
+    inner = EgemapsFrontend(metadata) if metadata.frontend == "egemaps" else None
+    inner = inner or WaveformFrontend(metadata, hop_s)
+    if not segmentation.vad:
+        return inner
+    from ser.batch.utterances import SpeechFrontend  # imports the VAD only when it is used
+
+    return SpeechFrontend(inner, segmentation)

@@ -111,9 +111,10 @@ def plan_run(
     for index, found in enumerate(discovery.found):
         key = found_key(found, sha, settings)
         row = previous.rows.get(key[0])
-        if row is None or row.get("status") != "ok":
+        if row is None or row.get("status") not in ("ok", "no_speech"):
             continue  # new, or an error row: retried
-        if row_key(row) == key and (not with_segments or key in previous.segments):
+        has_segments = key in previous.segments or row.get("status") == "no_speech"
+        if row_key(row) == key and (not with_segments or has_segments):
             reused[index] = row
     present = {path_cell(found.path) for found in discovery.found}
     silent = [path_cell(empty.path) for empty in discovery.empty_inputs]

@@ -14,6 +14,7 @@ class Progress:
 
     def __init__(self, total: int, *, stream: IO[str] | None = None, interval_s: float = 30.0):
         self.total, self.done, self.failed, self.audio_s = total, 0, 0, 0.0
+        self.no_speech = 0
         self.stream = stream or sys.stderr
         self.interval_s = interval_s
         self.started = self._last_log = time.monotonic()
@@ -24,9 +25,11 @@ class Progress:
             else None
         )
 
-    def update(self, ok: bool, audio_s: float) -> None:
+    def update(self, ok: bool, audio_s: float, no_speech: bool = False) -> None:
+        """One more file: scored (``ok``, maybe with no speech found) or failed."""
         self.done += 1
         self.failed += not ok
+        self.no_speech += no_speech
         self.audio_s += audio_s
         if self._bar is not None:
             self._bar.update(1)
@@ -44,8 +47,9 @@ class Progress:
         if self.done == 0:
             return f"no file to score ({wall:.1f} s)"
         speed = f" ({self.audio_s / wall:.1f}x real time)" if self.audio_s and wall > 0 else ""
+        silent = f" ({self.no_speech} without speech)" if self.no_speech else ""
         return (
-            f"{self.done - self.failed} ok, {self.failed} failed, "
+            f"{self.done - self.failed} ok{silent}, {self.failed} failed, "
             f"{self.audio_s / 3600:.2f} h audio in {wall:.1f} s{speed}"
         )
 

@@ -53,7 +53,8 @@ def write_provenance(
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "files": len(rows),
-        "failed": sum(row["status"] != "ok" for row in rows),
+        "failed": sum(row["status"] == "error" for row in rows),
+        "no_speech": sum(row["status"] == "no_speech" for row in rows),
         "options": dict(options),
         "engine": dict(engine),
         "versions": {

@@ -30,6 +30,7 @@ from ser.batch.discovery import Found
 from ser.batch.engine import RowFormat, Scored, score_found
 from ser.batch.records import location_from_cell
 from ser.batch.report import path_cell
+from ser.batch.segmentation import Segmentation
 from ser.batch.session import ScoringModel, resolve_model
 from ser.errors import ModelError, SerError
 from ser.models import SHIPPED
@@ -79,6 +80,7 @@ class RayEngine:
             "cpus_per_worker": self.cpus_per_actor,
             "gpus_per_worker": 1 if self.options.device == "cuda" else 0,
             "decode_workers": self.options.workers or RAY_DECODE_THREADS,
+            "segmentation": self.options.segmentation,
         }
 
     def _run(self, ray: Any, todo: Sequence[Found], fmt: RowFormat) -> Iterator[Scored]:
@@ -96,7 +98,7 @@ class RayEngine:
             model=self.model.path.read_bytes(), sha256=self.model.sha256, fmt=vars(fmt),
             device=options.device, threads=self.cpus_per_actor, hop=options.hop,
             batch_size=options.batch_size, workers=options.workers or RAY_DECODE_THREADS,
-            cwd=os.getcwd(),
+            cwd=os.getcwd(), segmentation=vars(options.segmenting()),
         )  # fmt: skip
         scored = dataset.map_batches(
             GroupScorer, fn_constructor_kwargs=scorer, batch_size=group, batch_format="numpy",
@@ -128,6 +130,7 @@ class GroupScorer:
         batch_size: int,
         workers: int,
         cwd: str,
+        segmentation: dict[str, Any],
     ) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="ser-ray-model-")
         path = Path(self._folder.name) / "model.onnx"
@@ -137,14 +140,16 @@ class GroupScorer:
             raise ModelError(f"the model reached this worker damaged (SHA-256 {self.model.sha256})")
         self.fmt = RowFormat(**{**fmt, "labels": tuple(fmt["labels"])})
         self.hop, self.batch_size, self.workers = hop, batch_size, workers
+        self.segmentation = Segmentation(**segmentation)  # as the driver's: the same rows
         if os.path.isdir(cwd):  # relative paths mean what they mean on the driver
             os.chdir(cwd)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         found = [_found_from_json(text) for text in batch["found"]]
         scores = score_found(
-            found, self.model, hop=self.hop, batch_size=self.batch_size, workers=self.workers
-        )
+            found, self.model, hop=self.hop, batch_size=self.batch_size, workers=self.workers,
+            segmentation=self.segmentation,
+        )  # fmt: skip
         rows, segments = [], []
         for score in scores:
             row, windows = self.fmt.rows(score)

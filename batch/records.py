@@ -42,6 +42,8 @@ def to_record(prepared: Prepared) -> Record:
         "rows": None if inputs is None else np.ascontiguousarray(inputs.rows, np.float32),
         "starts": None if inputs is None else np.asarray(inputs.starts, np.int64),
         "ends": None if inputs is None else np.asarray(inputs.ends, np.int64),
+        "regions": None if inputs is None else _optional_array(inputs.regions),
+        "region_of_row": None if inputs is None else _optional_array(inputs.region_of_row),
     }
 
 
@@ -55,15 +57,24 @@ def from_record(record: Record) -> Prepared:
     )
     if record.get("rows") is None:
         return Prepared(found, error=record.get("error") or "")
-    rows = np.stack([np.asarray(row, np.float32) for row in record["rows"]])  # Arrow: lists
+    rows = [np.asarray(row, np.float32) for row in record["rows"]]  # Arrow: lists
+    rows = np.stack(rows) if rows else np.zeros((0, 0), np.float32)  # no speech: no rows
     starts, ends = (np.asarray(record[key], np.int64) for key in ("starts", "ends"))
-    inputs = ModelInputs(rows, starts, ends)
+    regions, owner = record.get("regions"), record.get("region_of_row")
+    if regions is not None:  # speech regions (--segmentation vad)
+        regions = np.asarray([list(r) for r in regions], np.int64).reshape(-1, 2)
+        owner = np.asarray(owner, np.int64)
+    inputs = ModelInputs(rows, starts, ends, regions, owner)
     return Prepared(found, int(record["samples"]), inputs, record.get("error") or "")
 
 
 def location_from_cell(cell: str) -> Path | ObjectUri:
     """What a report's path cell names: an object URI, or a local path."""
     return ObjectUri(cell) if is_uri(cell) else path_from_cell(cell)
+
+
+def _optional_array(array: np.ndarray | None) -> np.ndarray | None:
+    return None if array is None else np.asarray(array, np.int64)
 
 
 def _optional_int(value: object) -> int | None:

@@ -39,7 +39,7 @@ KEY_COLUMNS = ("size_bytes", "mtime_ns", "model_sha256", "settings")
 _NEEDS_ESCAPE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\\ud800-\udfff]")
 _ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
 SECONDS_DECIMALS = 3
-"""Decimals of ``duration_s``, ``start_s`` and ``end_s``, in every format."""
+"""Decimals of ``duration_s``, ``speech_s``, ``start_s`` and ``end_s``, in every format."""
 PROBABILITY_DECIMALS = 4
 """Decimals of ``confidence`` and the ``p_*`` columns, in every format."""
 INTEGER_COLUMNS = ("size_bytes", "mtime_ns")
@@ -54,6 +54,7 @@ def report_columns(labels: Sequence[str]) -> list[str]:
     return [
         "path",
         "duration_s",
+        "speech_s",
         "label",
         "confidence",
         *(f"p_{label}" for label in labels),
@@ -81,12 +82,15 @@ def report_row(
 ) -> dict[str, str]:
     """One report row; failed files keep their path and carry the reason in ``error``.
 
+    ``status`` is ``ok``, ``no_speech`` (``--segmentation vad`` found no speech: no label, no
+    probabilities, ``speech_s`` 0) or ``error``.
+
     ``settings`` names what else shaped the row (window and hop), so an ``--incremental`` run
     rescores a row made with other settings.
     """
     row = dict.fromkeys(report_columns(labels), "")
     row.update(path=path_cell(score.path), model=escape_text(model_name))
-    row.update(status="ok" if score.ok else "error", settings=settings)
+    row.update(status=score.status, settings=settings)
     row["model_sha256"] = model_sha256[:16]
     if score.found.size_bytes is not None:
         row.update(
@@ -95,6 +99,8 @@ def report_row(
         )
     if score.duration_s is not None:
         row["duration_s"] = cell("duration_s", score.duration_s)
+    if score.speech_s is not None:
+        row["speech_s"] = cell("speech_s", score.speech_s)
     if score.probs is not None:
         row.update(_probability_cells(score.probs, labels))
     row["error"] = escape_text(score.error)
@@ -126,7 +132,7 @@ def column_type(column: str) -> ColumnType:
 
 def column_decimals(column: str) -> int | None:
     """The decimals a float column is rounded to (none for other columns)."""
-    if column in ("duration_s", "start_s", "end_s"):
+    if column in ("duration_s", "speech_s", "start_s", "end_s"):
         return SECONDS_DECIMALS
     if column == "confidence" or column.startswith("p_"):
         return PROBABILITY_DECIMALS

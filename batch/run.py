@@ -29,6 +29,7 @@ from ser.batch.journal import Journal, journal_path
 from ser.batch.progress import Progress
 from ser.batch.provenance import provenance_path, write_provenance
 from ser.batch.report import (
+    UsageError,
     check_output,
     report_columns,
     report_format,
@@ -36,6 +37,7 @@ from ser.batch.report import (
     write_report,
 )
 from ser.batch.runlock import HeldLock, run_lock
+from ser.batch.segmentation import DEFAULT_SEGMENTATION, Segmentation
 from ser.batch.session import SessionPool
 from ser.errors import SerError
 from ser.files import OutputFailed
@@ -66,6 +68,27 @@ class RunOptions:
     sessions: int | None = None
     engine: str = "local"
     ray_address: str | None = None
+    segmentation: str = DEFAULT_SEGMENTATION
+    vad_threshold: float = 0.5
+    vad_min_speech: float = 0.25
+    vad_min_silence: float = 0.3
+    vad_max_speech: float = 20.0
+    vad_pad: float = 0.03
+    vad_context: float = 1.0
+
+    def segmenting(self) -> Segmentation:
+        """The segmentation these options ask for.
+
+        Raises:
+            UsageError: for impossible VAD settings, saying what is allowed.
+        """
+        try:
+            return Segmentation(
+                self.segmentation, self.vad_threshold, self.vad_min_speech, self.vad_min_silence,
+                self.vad_max_speech, self.vad_pad, self.vad_context,
+            )  # fmt: skip
+        except ValueError as error:
+            raise UsageError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -92,10 +115,12 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     if options.segments is not None:
         segments_fmt = report_format(str(options.segments), what="segments file")
         check_output(str(options.segments), segments_fmt, "segments file")
+    segmentation = options.segmenting()
     sources = [*inputs, *(read_file_list(options.files_from) if options.files_from else [])]
     engine = make_engine(options)
     model = engine.model
-    settings = frontend_for(model.metadata, hop_s=options.hop).settings  # fails on a bad model
+    # fails on a bad model; names the window, hop and segmentation (part of every row's key)
+    settings = frontend_for(model.metadata, hop_s=options.hop, segmentation=segmentation).settings
     fmt_rows = RowFormat(
         model.labels, model.name, model.sha256, settings, options.segments is not None
     )
@@ -135,7 +160,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     reused = len(plan.reused)
     kept = f"; {reused} unchanged files kept" if options.incremental else ""
     print(f"{summary}{kept} -> {options.output}", file=sys.stderr)
-    failed = sum(row["status"] != "ok" for row in rows)
+    failed = sum(row["status"] == "error" for row in rows)
     return RunOutcome(len(rows), len(plan.todo), reused, failed, len(discovery.empty_inputs))
 
 
@@ -157,6 +182,7 @@ def make_engine(options: RunOptions) -> Engine:
     return LocalEngine(
         model, hop=options.hop, batch_size=options.batch_size,
         workers=options.workers or default_workers(model.provider),
+        segmentation=options.segmenting(),
     )  # fmt: skip
 
 
@@ -193,7 +219,8 @@ def _score(
         if journal is not None and journal.append(row, segments):
             lock.check()  # with the journal's own check, twice a second rather than per row
         scored[index] = (row, segments)
-        progress.update(row["status"] == "ok", float(row["duration_s"] or 0.0))
+        status = row["status"]
+        progress.update(status != "error", float(row["duration_s"] or 0.0), status == "no_speech")
     if journal is not None:
         journal.sync()
         lock.check()
@@ -251,6 +278,7 @@ def _recorded(options: RunOptions) -> dict[str, object]:
     """The options the provenance sidecar records."""
     return {
         "hop": options.hop,
+        "segmentation": vars(options.segmenting()),
         "batch_size": options.batch_size,
         "incremental": options.incremental,
         "device": options.device,

@@ -37,8 +37,11 @@ class Segment:
 class FileScore:
     """A file's outcome or the reason it failed.
 
-    ``probs`` is the mean over the file's windows, each weighted by the audio it covers, so a
-    short zero-padded tail counts for what it holds.
+    With ``windows`` segmentation ``probs`` is the mean over the file's windows, each weighted
+    by the audio it covers, so a short zero-padded tail counts for what it holds, and
+    ``segments`` are the windows. With ``vad`` the segments are the speech regions (each the
+    weighted mean of its windows), ``probs`` their mean weighted by their length, and
+    ``speech_s`` their total length; a file without speech has no ``probs``.
     """
 
     found: Found
@@ -46,10 +49,18 @@ class FileScore:
     probs: np.ndarray | None = None
     segments: list[Segment] = field(default_factory=list)
     error: str = ""
+    speech_s: float | None = None
 
     @property
     def ok(self) -> bool:
         return not self.error
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``no_speech`` (scored; the VAD found no speech) or ``error``."""
+        if self.error:
+            return "error"
+        return "no_speech" if self.probs is None else "ok"
 
     @property
     def path(self) -> Path:
@@ -83,7 +94,7 @@ def prepare_file(found: Found, frontend: Frontend, sample_rate: int) -> Prepared
         return _prepare_object(found, frontend, sample_rate)
     try:
         with AudioFile(found.path) as audio:  # one open: header, duration and samples
-            if isinstance(frontend, WaveformFrontend) and audio.duration() > STREAM_ABOVE_S:
+            if _streams(frontend) and audio.duration() > STREAM_ABOVE_S:
                 return streamed(found, frontend, sample_rate)
             signal = audio.read(sample_rate)
         if signal.size < MIN_DURATION_S * sample_rate:
@@ -114,6 +125,11 @@ def streamed(found: Found, frontend: WaveformFrontend, sample_rate: int) -> Prep
         return Prepared(found, stream=partial(_stream_object, found.path, frontend, sample_rate))
     blocks = partial(stream_audio, found.path, sample_rate)
     return Prepared(found, stream=lambda: frontend.stream_inputs(blocks()))
+
+
+def _streams(frontend: Frontend) -> bool:
+    """Whether the frontend takes a file block by block (windows, or speech regions)."""
+    return isinstance(frontend, WaveformFrontend) or hasattr(frontend, "stream_inputs")
 
 
 def _stream_object(uri: str, frontend: WaveformFrontend, sample_rate: int) -> Iterator[ModelInputs]:
@@ -237,7 +253,7 @@ def score_file(path: Path, model: ScoringModel, frontend: Frontend) -> FileScore
 
 
 def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Iterator[FileScore]:
-    ready = [item for item in pending if item.inputs is not None]
+    ready = [item for item in pending if item.inputs is not None and len(item.inputs.rows)]
     probs = iter(())
     if ready:
         stacked = np.concatenate([item.inputs.rows for item in ready])
@@ -246,18 +262,57 @@ def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Ite
         except Exception as error:  # a model failure on this batch fails its files, not the run
             reason = f"model failed: {' '.join(str(error).split())[:300]}"
             pending = [
-                Prepared(i.found, error=reason) if i.inputs is not None else i for i in pending
-            ]
+                Prepared(i.found, error=reason) if i.inputs is not None and len(i.inputs.rows)
+                else i
+                for i in pending
+            ]  # fmt: skip
     rate = model.metadata.sample_rate
     for item in pending:
         if item.inputs is None:
             yield FileScore(item.found, error=item.error)
             continue
-        file_probs = np.stack([next(probs) for _ in range(len(item.inputs.rows))])
-        segments = _segments(item.inputs, file_probs, rate)
-        weights = np.maximum(item.inputs.ends - item.inputs.starts, 1).astype(np.float64)
-        mean = (file_probs * weights[:, None]).sum(axis=0) / weights.sum()
-        yield FileScore(item.found, item.samples / rate, mean.astype(np.float32), segments)
+        count = len(item.inputs.rows)
+        file_probs = np.stack([next(probs) for _ in range(count)]) if count else np.zeros((0, 0))
+        totals = _Totals()
+        segments = totals.add(item.inputs, file_probs, rate)
+        yield totals.score(item.found, item.samples / rate, segments, rate)
+
+
+class _Totals:
+    """A file's running sums: window (or region) probabilities times their weights."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.weight = 0.0
+        self.speech: int | None = None
+
+    def add(self, inputs: ModelInputs, probs: np.ndarray, rate: int) -> list[Segment]:
+        """Add one chunk's rows; returns its segments (windows, or speech regions)."""
+        weights = np.maximum(inputs.ends - inputs.starts, 1).astype(np.float64)
+        if inputs.regions is None:
+            if len(probs):
+                part = (probs * weights[:, None]).sum(axis=0)
+                self.total = part if self.total is None else self.total + part
+                self.weight += weights.sum()
+            return _segments(inputs, probs, rate)
+        self.speech = self.speech or 0
+        segments = []
+        for index, (start, end) in enumerate(inputs.regions.tolist()):
+            mine = inputs.region_of_row == index
+            mean = (probs[mine] * weights[mine, None]).sum(axis=0) / weights[mine].sum()
+            length = float(end - start)  # region by region, in order: any chunking, same sums
+            self.total = length * mean if self.total is None else self.total + length * mean
+            self.weight += length
+            self.speech += end - start
+            segments.append(Segment(start / rate, end / rate, mean.astype(np.float32)))
+        return segments
+
+    def score(
+        self, found: Found, duration_s: float, segments: list[Segment], rate: int
+    ) -> FileScore:
+        probs = None if self.total is None else (self.total / self.weight).astype(np.float32)
+        speech_s = None if self.speech is None else self.speech / rate
+        return FileScore(found, duration_s, probs, segments, speech_s=speech_s)
 
 
 def _predict(model: ScoringModel, rows: np.ndarray, batch_size: int) -> np.ndarray:
@@ -277,22 +332,20 @@ def _segments(inputs: ModelInputs, probs: np.ndarray, rate: int) -> list[Segment
 
 
 def _score_stream(item: Prepared, model: ScoringModel, batch_size: int) -> FileScore:
-    """Score a long file chunk by chunk: running weighted sum of window probabilities."""
+    """Score a long file chunk by chunk: running weighted sums, never the whole file."""
     rate = model.metadata.sample_rate
-    total, weight, samples, segments = None, 0.0, 0, []
+    totals, samples, segments = _Totals(), 0, []
     try:
         for chunk in item.stream():
-            probs = _predict(model, chunk.rows, batch_size)
-            weights = np.maximum(chunk.ends - chunk.starts, 1).astype(np.float64)
-            part = (probs * weights[:, None]).sum(axis=0)
-            total = part if total is None else total + part
-            weight += weights.sum()
-            samples = max(samples, int(chunk.ends.max()))
-            segments += _segments(chunk, probs, rate)
+            probs = _predict(model, chunk.rows, batch_size) if len(chunk.rows) else chunk.rows
+            segments += totals.add(chunk, probs, rate)
+            if chunk.samples is not None:
+                samples = chunk.samples
+            elif len(chunk.ends):
+                samples = max(samples, int(chunk.ends.max()))
     except Exception as error:  # a broken file must never stop the run
         return FileScore(item.found, error=_failure(error, item.found.path))
-    mean = (total / weight).astype(np.float32)
-    return FileScore(item.found, samples / rate, mean, segments)
+    return totals.score(item.found, samples / rate, segments, rate)
 
 
 def _failure(error: Exception, path: Path) -> str:

@@ -23,10 +23,12 @@ class ReportSummary:
     ok: int
     failed: int
     audio_h: float
+    no_speech: int = 0
 
     def table(self) -> str:
-        lines = [f"files: {self.ok} ok, {self.failed} failed; audio: {self.audio_h:.2f} h", "",
-                 "label        files  share"]  # fmt: skip
+        silent = f", {self.no_speech} without speech" if self.no_speech else ""
+        lines = [f"files: {self.ok} ok{silent}, {self.failed} failed; audio: {self.audio_h:.2f} h",
+                 "", "label        files  share"]  # fmt: skip
         for label, count in self.labels:
             lines.append(f"{label:<12} {count:>5}  {count / max(self.ok, 1):>5.1%}")
         lines += ["", "confidence   files"]
@@ -70,8 +72,9 @@ def summarize_report(path: Path) -> ReportSummary:
         labels=Counter(row["label"] for row in ok).most_common(),
         confidence_counts=counts.tolist(),
         ok=len(ok),
-        failed=len(rows) - len(ok),
+        failed=sum(row.get("status") not in ("ok", "no_speech") for row in rows),
         audio_h=audio_s / 3600,
+        no_speech=sum(row.get("status") == "no_speech" for row in rows),
     )
 
 

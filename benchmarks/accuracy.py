@@ -1,8 +1,10 @@
-"""Accuracy of an exported model on the RAVDESS test actors (23-24), scored as ser-batch does.
+"""Accuracy of an exported model on a corpus's test split, scored as ser-batch does.
 
-    python benchmarks/accuracy.py [--model NAME_OR_PATH] [--data RAVDESS_DIR]
+    python benchmarks/accuracy.py [--model NAME_OR_PATH] [--data RAVDESS_DIR | MANIFEST.csv]
 
-Prints accuracy and UAR over the test split, the model's own recorded figures, and the machine.
+By default the RAVDESS test actors (23-24); ``--data ../shared/data/nemo-16k/manifest.csv``
+scores nEMO's test speaker. Prints accuracy and UAR over the split (UAR over the classes the
+split has), the model's own recorded figures, and the machine.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ser.batch.frontends import frontend_for
 from ser.batch.scoring import score_file
 from ser.batch.session import ScoringModel
-from ser.corpus import read_ravdess, select
+from ser.corpus import load_corpus, select
 from ser.models import DEFAULT_MODEL
 
 from common import RAVDESS_16K, describe_machine
@@ -33,7 +35,7 @@ DEFAULT_DATA = RAVDESS_16K
 def main(model: str, data: Path, split: str) -> None:
     scorer = ScoringModel(model)
     frontend = frontend_for(scorer.metadata)
-    clips = select(read_ravdess(data), split)
+    clips = select(load_corpus(data), split)
     started = time.perf_counter()
     truth, predicted = [], []
     for clip in clips:

@@ -1,6 +1,8 @@
 """A neural checkpoint to one ONNX graph: frontend, frozen encoder, layer mix and head.
 
 Input ``audio`` is float32 ``[batch, samples]`` at 16 kHz; outputs are ``logits`` and ``probs``.
+The logits are divided by the temperature fitted on validation (1 for checkpoints without one),
+so ``probs`` are the calibrated probabilities and no runner needs to know about calibration.
 The batch axis is always dynamic; the time axis too for the ``pooled`` head (the ``reference``
 head's frame count is part of its weights, so its graph takes exactly one window).
 """
@@ -46,16 +48,17 @@ INPUT_NAME, LOGITS_NAME, PROBS_NAME = "audio", "logits", "probs"
 
 
 class WaveformClassifier(nn.Module):
-    """Encoder and head as one module: ``audio [batch, samples] -> (logits, probs)``."""
+    """Encoder, head and temperature as one module: ``audio [batch, samples] -> logits, probs``."""
 
-    def __init__(self, backbone: SpeechEncoder, head: nn.Module) -> None:
+    def __init__(self, backbone: SpeechEncoder, head: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.backbone(audio)
         valid = valid_frames(audio, self.backbone.samples_per_frame, states.shape[2])
-        logits = self.head(states, valid)
+        logits = self.head(states, valid) / self.temperature
         return logits, torch.softmax(logits, dim=-1)
 
 
@@ -72,7 +75,8 @@ class NeuralExport:
 def build_classifier(checkpoint: NeuralCheckpoint) -> WaveformClassifier:
     config = checkpoint.config
     backbone = load_backbone(config["backbone"], whisper_pad_30s=config["whisper_pad_30s"])
-    return WaveformClassifier(backbone, checkpoint.head).eval()
+    temperature = config.get("temperature", 1.0)
+    return WaveformClassifier(backbone, checkpoint.head, temperature).eval()
 
 
 class QuantizationRefused(SerError):
@@ -247,6 +251,7 @@ def neural_metadata(checkpoint: NeuralCheckpoint, model: onnx.ModelProto) -> Mod
             "layers": config["layers"],
             "test_metrics": metrics,
             "manifest_hash": config["manifest_hash"],
+            **_training_record(config, metrics),
             "graph_sha256": hashlib.sha256(model.graph.SerializeToString()).hexdigest()[:16],
             "versions": {
                 "python": platform.python_version(),
@@ -298,10 +303,38 @@ def check_parity(
     )
 
 
+def _training_record(config: dict, metrics: dict) -> dict:
+    """Corpora, loss, sampling, normalisation and calibration, for checkpoints that have them."""
+    keys = ("corpora", "loss", "sampling", "recording_norm")
+    record = {key: config[key] for key in keys if key in config}
+    if "temperature" in config:
+        record["calibration"] = {
+            "temperature": config["temperature"],
+            "fitted_on": "validation",
+            **metrics.get("ece", {}),
+        }
+    return record
+
+
 def _read_metrics(folder: Path) -> dict:
+    """The test figures (validation if there is no test split), per corpus too, and the ECE."""
     path = folder / "metrics.json"
     if not path.is_file():
         raise ModelError(f"{folder}: no metrics.json; was training interrupted?")
     metrics = json.loads(path.read_text())
     split = "test" if "test" in metrics else "validation"
-    return {"split": split, **{k: metrics[split][k] for k in ("n", "accuracy", "uar", "f1")}}
+    summary = {"split": split, **{k: metrics[split][k] for k in ("n", "accuracy", "uar", "f1")}}
+    corpora = metrics.get("corpora", {})
+    if len(corpora) > 1:
+        summary["corpora"] = {
+            name: {k: scores[split][k] for k in ("n", "accuracy", "uar")}
+            for name, scores in corpora.items()
+            if split in scores
+        }
+    calibration = metrics.get("calibration", {}).get(split)
+    if calibration is not None:
+        summary["ece"] = {
+            f"{split}_ece_before": calibration["all"]["before"]["ece"],
+            f"{split}_ece_after": calibration["all"]["after"]["ece"],
+        }
+    return summary

@@ -14,6 +14,8 @@ from pathlib import Path
 SHIPPED = {"whisper-pooled": "whisper-pooled.onnx", "forest": "forest.onnx"}
 CUDA_VARIANTS: dict[str, str] = {}  # whisper-pooled itself is float32 now: it suits CUDA
 DEFAULT_MODEL = "whisper-pooled"
+VAD_MODEL = "silero_vad_16k_sequence.onnx"
+"""Silero VAD's sequence graph (MIT): what ``--segmentation vad`` runs; card ``silero-vad.md``."""
 
 
 def shipped_model_path(name: str, *, cuda: bool = False) -> Path:
@@ -29,3 +31,8 @@ def shipped_model_path(name: str, *, cuda: bool = False) -> Path:
         if variant.is_file():
             return Path(str(variant))
     return Path(str(resources.files(__name__) / SHIPPED[name]))
+
+
+def vad_model_path() -> Path:
+    """The shipped voice activity detector (see ``silero-vad.md``)."""
+    return Path(str(resources.files(__name__) / VAD_MODEL))

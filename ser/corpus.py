@@ -2,7 +2,8 @@
 
 RAVDESS clips are split by actor so that no speaker is heard in two splits: actors 1-20 train,
 21-22 validation, 23-24 test. A manifest brings its own ``split`` column, or none (then every
-clip is ``train``).
+clip is ``train``). Several corpora can be loaded into one list (:func:`load_corpora`): every
+clip then names its corpus, and each corpus keeps its own splits and its own label set.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import csv
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ser.audio import AUDIO_EXTENSIONS
@@ -31,6 +32,7 @@ class Clip:
     label: str
     speaker: str = ""
     split: str = "train"
+    corpus: str = ""
 
 
 def ravdess_split(actor: int) -> str:
@@ -104,6 +106,47 @@ def load_corpus(source: str | Path) -> list[Clip]:
     return read_ravdess(source)
 
 
+def corpus_name(source: str | Path) -> str:
+    """A corpus's name: its folder's, or its manifest's (the folder's for ``manifest.csv``)."""
+    source = Path(source)
+    if source.suffix.lower() != ".csv":
+        return source.resolve().name
+    return source.resolve().parent.name if source.stem == "manifest" else source.stem
+
+
+def load_corpora(sources: Sequence[str | Path]) -> list[Clip]:
+    """Every corpus of ``sources`` in one list, each clip tagged with its corpus's name.
+
+    Names are made unique (``name-2``, ...) when two sources would share one.
+
+    Raises:
+        CorpusError: for no source, or any corpus that cannot be read.
+    """
+    if not sources:
+        raise CorpusError("no corpus given; pass --data at least once")
+    clips: list[Clip] = []
+    names: list[str] = []
+    for source in sources:
+        name = base = corpus_name(source)
+        suffix = 2
+        while name in names:
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        names.append(name)
+        clips += [replace(clip, corpus=name) for clip in load_corpus(source)]
+    return clips
+
+
+def corpus_names(clips: Iterable[Clip]) -> list[str]:
+    """The corpora of ``clips`` in order of first appearance."""
+    return list(dict.fromkeys(clip.corpus for clip in clips))
+
+
+def label_set(clips: Iterable[Clip], corpus: str, labels: Sequence[str] = LABELS) -> list[str]:
+    """The classes a corpus teaches: those of its training clips, in ``labels`` order."""
+    present = {clip.label for clip in clips if clip.corpus == corpus and clip.split == "train"}
+    return [label for label in labels if label in present]
+
+
 def select(clips: Iterable[Clip], *splits: str) -> list[Clip]:
     """The clips whose split is one of ``splits``."""
     return [clip for clip in clips if clip.split in splits]
@@ -124,6 +167,41 @@ def check_splits(
         missing = [label for label in labels if label not in present]
         if missing:
             raise CorpusError(f"the {split} split has no clips of class {', '.join(missing)}")
+
+
+def check_corpora(
+    clips: Sequence[Clip], splits: Sequence[str], labels: Sequence[str] = LABELS
+) -> None:
+    """:func:`check_splits` for one corpus; for several, checks that allow partial label sets.
+
+    With several corpora each needs a non-empty split of every kind in ``splits``, whose classes
+    are among those its training split teaches, and together their training splits must cover
+    every class in ``labels``.
+
+    Raises:
+        CorpusError: naming the corpus, the split and the classes at fault.
+    """
+    names = corpus_names(clips)
+    if len(names) <= 1:
+        check_splits(clips, splits, labels)
+        return
+    for name in names:
+        own = [clip for clip in clips if clip.corpus == name]
+        taught = set(label_set(own, name, labels))
+        for split in splits:
+            present = {clip.label for clip in own if clip.split == split}
+            if not present:
+                raise CorpusError(f"corpus {name}: the {split} split is empty")
+            untaught = [label for label in labels if label in present - taught]
+            if untaught:
+                raise CorpusError(
+                    f"corpus {name}: the {split} split has class {', '.join(untaught)}, "
+                    "which its train split lacks"
+                )
+    covered = {clip.label for clip in clips if clip.split == "train"}
+    missing = [label for label in labels if label not in covered]
+    if missing:
+        raise CorpusError(f"no corpus's train split has clips of class {', '.join(missing)}")
 
 
 def manifest_hash(clips: Iterable[Clip]) -> str:

@@ -25,7 +25,7 @@ from ser.batch.journal import journal_path, read_journal
 from ser.batch.provenance import provenance_path
 from ser.batch.report import read_report
 
-from synth import class_signal
+from synth import bursts, class_signal
 
 ray = pytest.importorskip(
     "ray", reason="the ray extra is not installed (pip install 'ser-toolkit[ray]')"
@@ -126,6 +126,31 @@ def test_two_nodes_write_the_local_engines_report_cell_for_cell(cluster, tmp_pat
     info = json.loads(provenance_path(tmp_path / "ray.csv").read_text())
     assert info["engine"]["engine"] == "ray" and info["engine"]["workers"] == 2
     assert info["engine"]["ray_address"] == cluster.address
+
+
+def test_vad_segmentation_on_two_nodes_writes_the_local_engines_report_and_segments(
+    cluster, tmp_path
+):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for n in range(5):
+        spans = [(0.5, 2.0 + 0.5 * n), (4.0 + 0.5 * n, 5.5 + n)]
+        sf.write(audio / f"talk{n}.wav", bursts(spans, 8.0 + n, seed=2 * n), 16_000)
+    sf.write(audio / "silent.wav", bursts([], 4.0), 16_000)  # quiet noise: no speech
+    outputs = {}
+    for engine, extra in (("local", []), ("ray", _ray(cluster))):
+        report, segments = tmp_path / f"{engine}.csv", tmp_path / f"{engine}-s.csv"
+        result = _score(str(audio), "-o", str(report), "--segments", str(segments),
+                        "--segmentation", "vad", "--batch-size", "2", *extra)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[engine] = (report.read_bytes(), segments.read_bytes())
+    assert outputs["ray"] == outputs["local"]
+    rows = {Path(row["path"]).name: row for row in read_report(tmp_path / "ray.csv", "csv")}
+    assert rows["silent.wav"]["status"] == "no_speech"
+    assert all(rows[f"talk{n}.wav"]["status"] == "ok" for n in range(5))
+    assert all("vad=silero" in row["settings"] for row in rows.values())
+    segment_rows = outputs["ray"][1].decode().splitlines()[1:]
+    assert len(segment_rows) == 10  # two utterances in each talking file
 
 
 def test_a_worker_killed_mid_run_is_retried_and_the_report_is_complete(cluster, tmp_path):

@@ -56,6 +56,7 @@ def load_checkpoint(folder: Path) -> NeuralCheckpoint:
         layers=config["layers"],
         dropout=config.get("dropout", 0.3),
         ensemble=config.get("ensemble", 1),
+        recording_norm=config.get("recording_norm", "none"),
     )
     head.load_state_dict(load_file(str(folder / HEAD_FILE)))
     return NeuralCheckpoint(folder, config, head.eval())

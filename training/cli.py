@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ser.clitools import CONTEXT_SETTINGS, examples, one_line_errors, version_option
-from ser.corpus import load_corpus
+from ser.corpus import load_corpora, load_corpus
 from ser.training.cache import default_cache_dir
 
 _data_option = click.option(
@@ -65,11 +65,21 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
     epilog=examples(
         "ser-train neural --data ../shared/data/ravdess-speech-16k --out runs/whisper-pooled \\",
         "    --backbone ../shared/models/whisper-tiny.en --ensemble 3",
+        "ser-train neural --data ../shared/data/ravdess-speech-16k \\",
+        "    --data ../shared/data/nemo-16k/manifest.csv --views 4 --views 2 --out runs/multi",
         "ser-train neural --data corpus.csv --out runs/w2v --views 2 --cache-dir /scratch/cache",
         "HF_HUB_OFFLINE=1 ser-train neural --data corpus.csv --out runs/w2v   # cached hub id",
     )
 )
-@_data_option
+@click.option(
+    "--data",
+    "data",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A RAVDESS folder (Actor_XX/...) or a CSV manifest with path,label[,speaker][,split]; "
+    "repeat for several corpora, each with its own splits and classes.",
+)
 @_out_option
 @_cache_option
 @click.option(
@@ -92,7 +102,14 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
 @click.option("--epochs", default=20, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", "learning_rate", default=1e-3, show_default=True)
-@click.option("--views", default=4, show_default=True, help="Cached training views per clip.")
+@click.option(
+    "--views",
+    default=(4,),
+    multiple=True,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Cached training views per clip: once for every corpus, or once per --data in order.",
+)
 @click.option("--augment/--no-augment", default=True, show_default=True)
 @click.option(
     "--frame-dropout",
@@ -136,16 +153,65 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
     help="Threads decoding and augmenting clips ahead of the encoder (default: 1 on CPU, "
     "up to 8 on CUDA).",
 )
+@click.option(
+    "--loss",
+    type=click.Choice(["plain", "restricted"]),
+    default="plain",
+    show_default=True,
+    help="plain: cross-entropy over every class; restricted: softmax over each clip's corpus "
+    "label set (a corpus without calm teaches nothing about calm). Same for one full corpus.",
+)
+@click.option(
+    "--sampling",
+    type=click.Choice(["class-corpus", "corpus-class", "class"]),
+    default="class-corpus",
+    show_default=True,
+    help="Balanced draws: class then corpus, corpus then class, or class over pooled corpora.",
+)
+@click.option(
+    "--recording-norm",
+    type=click.Choice(["none", "mean", "standardize"]),
+    default="none",
+    show_default=True,
+    help="pooled head: normalise each window's encoder states by its own statistics.",
+)
+@click.option(
+    "--samples-per-epoch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Clips drawn per epoch (default: 1.5 x the largest class count x the classes, over "
+    "all corpora); fix it to train several corpora for the same number of steps as one.",
+)
+@click.option(
+    "--calibrate/--no-calibrate",
+    default=True,
+    show_default=True,
+    help="Fit a temperature on validation and keep it in the model.",
+)
 @one_line_errors
-def neural(data: Path, out: Path, cache_dir: Path | None, **options: object) -> None:
+def neural(
+    data: tuple[Path, ...], out: Path, cache_dir: Path | None, views: tuple[int, ...], **options
+) -> None:
     """A frozen speech encoder with a trained classification head."""
     from ser.training.neural import NeuralConfig, train_neural
 
-    config = NeuralConfig(**options)
-    run = train_neural(load_corpus(data), out, cache_dir or default_cache_dir(), config)
+    config = NeuralConfig(views=views[0] if len(views) == 1 else views, **options)
+    run = train_neural(load_corpora(data), out, cache_dir or default_cache_dir(), config)
     parts = [
         f"{split} accuracy={scores['accuracy']:.4f} UAR={scores['uar']:.4f}"
         for split, scores in run.metrics.items()
         if split in ("validation", "test")
     ]
-    click.echo(f"{'; '.join(parts)}; best epoch {run.metrics['best_epoch']} -> {run.out_dir}")
+    corpora = run.metrics["corpora"]
+    if len(corpora) > 1:
+        parts += [
+            f"{name} {split} accuracy={score['accuracy']:.4f} UAR={score['uar']:.4f}"
+            for name, scores in corpora.items()
+            for split, score in scores.items()
+            if split in ("validation", "test")
+        ]
+    temperature = run.metrics["calibration"]["temperature"]
+    click.echo(
+        f"{'; '.join(parts)}; best epoch {run.metrics['best_epoch']}; temperature "
+        f"{temperature:.3f} -> {run.out_dir}"
+    )

@@ -7,7 +7,9 @@
 
 Both start by standardising the states with training statistics, then mix the layers: the last
 layer alone, or a learned softmax-weighted sum of all layers (Pepino et al. 2021). Several heads
-trained with different seeds can be averaged as one :class:`HeadEnsemble`.
+trained with different seeds can be averaged as one :class:`HeadEnsemble`. The ``pooled`` head can
+first normalise each recording on its own (:class:`RecordingNorm`), which needs no speaker
+labels at scoring time and is part of the exported graph.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 
 HEADS = ("pooled", "reference")
 LAYER_MODES = ("weighted", "last")
+RECORDING_NORMS = ("none", "mean", "standardize")
 
 
 class Standardize(nn.Module):
@@ -45,6 +48,38 @@ class Standardize(nn.Module):
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return (states - self.mean) / self.scale
+
+
+class RecordingNorm(nn.Module):
+    """Per-recording normalisation of the states over the window's valid frames.
+
+    ``mean`` subtracts each recording's mean per layer and channel (the offsets a speaker or a
+    microphone adds to every frame); ``standardize`` also divides by its standard deviation;
+    ``none`` passes the states through. Statistics come from the window itself, so the graph
+    needs nothing but the audio, and each row of a batch is normalised alone.
+    """
+
+    def __init__(self, mode: str = "none") -> None:
+        super().__init__()
+        if mode not in RECORDING_NORMS:
+            raise ValueError(
+                f"unknown recording norm {mode!r}; expected {', '.join(RECORDING_NORMS)}"
+            )
+        self.mode = mode
+
+    def forward(self, states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if self.mode == "none":
+            return states
+        if valid is None:
+            valid = torch.ones(states.shape[0], states.shape[2], dtype=torch.bool)
+        weights = valid.to(states.dtype).to(states.device)[:, None, :, None]
+        count = weights.sum(dim=2, keepdim=True).clamp(min=1.0)
+        mean = (states * weights).sum(dim=2, keepdim=True) / count
+        centred = states - mean
+        if self.mode == "mean":
+            return centred
+        var = (centred**2 * weights).sum(dim=2, keepdim=True) / count
+        return centred / torch.sqrt(var + 1e-5)
 
 
 class LayerMix(nn.Module):
@@ -98,9 +133,11 @@ class PooledHead(nn.Module):
         width: int = 256,
         dropout: float = 0.3,
         frame_dropout: float = 0.0,
+        recording_norm: str = "none",
     ) -> None:
         super().__init__()
         self.frame_dropout = frame_dropout
+        self.recording = RecordingNorm(recording_norm)
         self.standardize = Standardize(num_layers, hidden)
         self.mix = LayerMix(num_layers, layers)
         self.norm = nn.LayerNorm(hidden)
@@ -117,7 +154,7 @@ class PooledHead(nn.Module):
         )  # fmt: skip
 
     def forward(self, states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        states = self.standardize(states)
+        states = self.standardize(self.recording(states, valid))
         frames = self.frame_net(self.norm(self.mix(states)).transpose(1, 2))  # [b, width, t]
         if valid is None:
             valid = torch.ones(
@@ -160,8 +197,11 @@ def build_head(
     dropout: float = 0.3,
     frame_dropout: float = 0.0,
     ensemble: int = 1,
+    recording_norm: str = "none",
 ) -> nn.Module:
     """A head by name; the dropouts apply to ``pooled`` (``reference`` keeps the study's 0.5).
+
+    ``recording_norm`` (see :class:`RecordingNorm`) is for ``pooled`` only.
 
     ``ensemble`` above 1 gives a :class:`HeadEnsemble` of that many untrained heads (the form a
     checkpoint is loaded into; training fits each member on its own).
@@ -170,14 +210,18 @@ def build_head(
         member = partial(
             build_head, kind, num_layers=num_layers, frames=frames, hidden=hidden,
             classes=classes, layers=layers, dropout=dropout, frame_dropout=frame_dropout,
+            recording_norm=recording_norm,
         )  # fmt: skip
         return HeadEnsemble([member() for _ in range(ensemble)])
     if kind == "reference":
+        if recording_norm != "none":
+            raise ValueError("recording normalisation needs the pooled head (valid frames)")
         return ReferenceHead(num_layers, frames, hidden, classes, layers)
     if kind == "pooled":
         return PooledHead(
-            num_layers, hidden, classes, layers, dropout=dropout, frame_dropout=frame_dropout
-        )
+            num_layers, hidden, classes, layers, dropout=dropout, frame_dropout=frame_dropout,
+            recording_norm=recording_norm,
+        )  # fmt: skip
     raise ValueError(f"unknown head {kind!r}; expected {', '.join(HEADS)}")
 
 

@@ -49,3 +49,30 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path, tit
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_reliability(diagrams: Mapping[str, Mapping[str, object]], path: Path, title: str) -> None:
+    """Reliability diagrams side by side: accuracy against confidence per bin, with the ECE.
+
+    ``diagrams`` maps a panel title (e.g. "before calibration") to a dict with ``ece``,
+    ``confidence``, ``accuracy`` and ``count`` lists, as in ``metrics.json``.
+    """
+    fig, axes = plt.subplots(1, len(diagrams), figsize=(5 * len(diagrams), 4.6), squeeze=False)
+    for ax, (name, diagram) in zip(axes[0], diagrams.items(), strict=True):
+        count = np.asarray(diagram["count"])
+        bins = count.size
+        centres = (np.arange(bins) + 0.5) / bins
+        filled = count > 0
+        ax.bar(centres[filled], np.asarray(diagram["accuracy"])[filled], width=1 / bins,
+               edgecolor="black", alpha=0.7, label="accuracy")  # fmt: skip
+        ax.plot(np.asarray(diagram["confidence"])[filled], np.asarray(diagram["accuracy"])[filled],
+                "o", color="tab:red", label="mean confidence")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)",
+               ylabel="accuracy", title=f"{name}: ECE {diagram['ece']:.3f}")  # fmt: skip
+        ax.legend(loc="upper left", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

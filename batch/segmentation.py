@@ -1,0 +1,175 @@
+"""How a recording is cut before the emotion model sees it, and where its speech is.
+
+``windows`` cuts fixed windows over the whole file (silence included); ``vad`` scores only the
+speech regions that Silero VAD (:mod:`ser.batch.vad`) finds. :class:`SpeechTracker` turns the
+VAD's frame probabilities into regions the way Silero's ``get_speech_timestamps`` does
+(hysteresis between ``threshold`` and ``threshold - 0.15``, pauses shorter than
+``min_silence_s`` merged, regions shorter than ``min_speech_s`` dropped, regions longer than
+``max_speech_s`` split at their longest pause, ``pad_s`` added on both sides), but frame by
+frame as the audio arrives, so a long file never needs its whole list of probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+SEGMENTATIONS = ("vad", "windows")
+DEFAULT_SEGMENTATION = "windows"
+"""Kept at ``windows`` for now: see README "Segmentation" for the measurements and why."""
+FRAME = 512
+"""Samples per VAD frame at 16 kHz (32 ms): frame ``i`` covers ``[FRAME*i, FRAME*(i+1))``."""
+SAMPLE_RATE = 16_000
+MIN_PAUSE_AT_MAX_SPEECH_S = 0.098
+"""A pause at least this long is where an over-long region may be split (Silero's default)."""
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """``--segmentation`` and the VAD's settings (unused by ``windows``)."""
+
+    mode: str = DEFAULT_SEGMENTATION
+    threshold: float = 0.5
+    min_speech_s: float = 0.25
+    min_silence_s: float = 0.3
+    max_speech_s: float = 20.0
+    pad_s: float = 0.03
+    context_s: float = 1.0
+    """Seconds of the recording the model sees on each side of a short region (never past the
+    middle of the pause to the next region; zero-padded beyond): chosen on validation actors
+    21-22 (README "Segmentation"), as the ~1 s of near-silence around a RAVDESS utterance."""
+
+    def __post_init__(self) -> None:
+        """Refuse impossible settings, saying what is allowed.
+
+        Raises:
+            ValueError: for an unknown mode or settings out of range.
+        """
+        if self.mode not in SEGMENTATIONS:
+            raise ValueError(
+                f"unknown segmentation {self.mode!r}; expected one of {', '.join(SEGMENTATIONS)}"
+            )
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"VAD threshold must lie between 0 and 1, got {self.threshold}")
+        if self.min_speech_s < 0 or self.pad_s < 0 or self.context_s < 0:
+            raise ValueError("VAD minimum speech, padding and context must not be negative")
+        if self.min_silence_s < 2 * self.pad_s:
+            raise ValueError(
+                f"VAD minimum silence ({self.min_silence_s} s) must be at least twice the padding "
+                f"({self.pad_s} s), so that padded regions never overlap"
+            )
+        if self.max_speech_s < 1.0 or self.max_speech_s <= self.min_speech_s + 2 * self.pad_s:
+            raise ValueError(
+                f"VAD maximum speech ({self.max_speech_s} s) must be at least 1 s and longer than "
+                "the minimum speech plus twice the padding"
+            )
+
+    @property
+    def vad(self) -> bool:
+        return self.mode == "vad"
+
+    def describe(self, vad_sha256: str) -> str:
+        """What the ``settings`` cell adds for this segmentation (part of the incremental key)."""
+        if not self.vad:
+            return ""
+        return (
+            f"vad=silero:{vad_sha256[:8]} threshold={self.threshold:g} "
+            f"min_speech={self.min_speech_s:g} min_silence={self.min_silence_s:g} "
+            f"max_speech={self.max_speech_s:g} pad={self.pad_s:g} context={self.context_s:g}"
+        )
+
+
+@dataclass(frozen=True)
+class Region:
+    """A stretch of speech, in samples at 16 kHz, padding included."""
+
+    start: int
+    end: int
+
+
+class SpeechTracker:
+    """Frame probabilities in, finished speech regions out, in order, as soon as each is final.
+
+    :attr:`settled` says how far the future is decided: no region found later starts before it.
+    """
+
+    def __init__(self, settings: Segmentation) -> None:
+        rate = SAMPLE_RATE
+        self.threshold = settings.threshold
+        self.negative = max(settings.threshold - 0.15, 0.01)
+        self.min_speech = rate * settings.min_speech_s
+        self.min_silence = rate * settings.min_silence_s
+        self.pad = round(rate * settings.pad_s)
+        self.max_speech = rate * settings.max_speech_s - FRAME - 2 * self.pad
+        self.min_pause = rate * MIN_PAUSE_AT_MAX_SPEECH_S
+        self.frame = 0
+        self.triggered = False
+        self.start = 0
+        self.temp_end = 0
+        self.pauses: list[tuple[int, int]] = []  # (start, length) of pauses in the region
+        self.last_end = 0
+
+    @property
+    def settled(self) -> int:
+        begin = self.start if self.triggered else self.frame * FRAME
+        return max(self.last_end, begin - self.pad)
+
+    def feed(self, probs: Iterable[float]) -> list[Region]:
+        """Advance over the next frames' probabilities; the regions they finish."""
+        out: list[Region] = []
+        for prob in np.asarray(probs, np.float64).tolist():
+            self._step(prob, out)
+        return out
+
+    def finish(self, total: int) -> list[Region]:
+        """The region still open at the end of a ``total``-sample recording, if long enough."""
+        out: list[Region] = []
+        if self.triggered and total - self.start > self.min_speech:
+            out.append(self._region(self.start, total, total=total))
+        self.triggered = False
+        return [Region(r.start, min(r.end, total)) for r in out]
+
+    def _step(self, prob: float, out: list[Region]) -> None:
+        current = self.frame * FRAME
+        self.frame += 1
+        speech = prob >= self.threshold
+        if speech and self.temp_end:
+            if current - self.temp_end > self.min_pause:
+                self.pauses.append((self.temp_end, current - self.temp_end))
+            self.temp_end = 0
+        if speech and not self.triggered:
+            self.triggered, self.start = True, current
+            return
+        if self.triggered and current - self.start > self.max_speech:
+            self._split(current, out)
+        if prob < self.negative and self.triggered:
+            if not self.temp_end:
+                self.temp_end = current
+            if current - self.temp_end < self.min_silence:
+                return
+            if self.temp_end - self.start > self.min_speech:
+                out.append(self._region(self.start, self.temp_end))
+            self.triggered, self.temp_end, self.pauses = False, 0, []
+
+    def _split(self, current: int, out: list[Region]) -> None:
+        """Cut an over-long region at its longest pause, else here."""
+        if self.pauses:
+            end, length = max(self.pauses, key=lambda pause: pause[1])
+            out.append(self._region(self.start, end, gap=length))
+            self.start = end + length
+            self.pauses = [pause for pause in self.pauses if pause[0] > end]  # the rest's
+        else:
+            out.append(self._region(self.start, current, gap=0))
+            self.triggered, self.pauses = False, []
+        self.temp_end = 0
+
+    def _region(self, start: int, end: int, *, gap: int | None = None, total: int = 0) -> Region:
+        """``[start, end)`` padded; after a split at a pause of ``gap`` samples, half of it."""
+        after = self.pad if gap is None else min(self.pad, gap // 2)
+        region = Region(max(start - self.pad, self.last_end, 0), end + after)
+        if total:
+            region = Region(region.start, min(region.end, total))
+        self.last_end = region.end
+        return region

@@ -1,0 +1,251 @@
+"""Ablation: how a speech region becomes the model's input, on long recordings of one split.
+
+    python benchmarks/vad_inputs.py [--split validation] [--files 36] [--variant 1 ...]
+
+Builds the recordings of ``benchmarks/long_recordings.py`` twice (with their low background
+noise or room tone, and without any: digital silence between the utterances, the same
+utterances at the same places), finds speech with the shipped Silero VAD and the default
+``--segmentation vad`` settings, and scores every region in process with the model, once for
+each way of turning a region into a 4 s input:
+
+- ``margin 0``: the region's own samples alone, zero-padded symmetrically to the window (as a
+  short clip is scored: ``ser.audio.center_window``);
+- ``margin M``: the region plus up to M seconds of the recording on each side (never past the
+  middle of the pause to the next region), then zero-padded;
+- ``fill``: what ``--segmentation vad`` did first: the window centred on the region, filled
+  with the recording out to the middle of each pause, zero-padded beyond.
+- ``MARGINgGATE``: the same, the context attenuated by GATE dB; ``MARGIN/DB``: padded with
+  white noise at DB dBFS instead of zeros.
+
+Each variant is run on the VAD's regions and on the true utterance spans (an oracle that
+separates segmentation errors from input errors). Utterance accuracy: each true utterance takes
+the label of the region that overlaps it most (none: wrong). File accuracy: single-emotion
+files, region probabilities averaged weighted by region length, as ``ser-batch`` does. The
+clip references: each source clip scored whole (as ``benchmarks/accuracy.py``) and each
+utterance's cut clip alone, zero-padded; each source clip whole with the benchmark's white
+noise, or its room tone, added (what the background alone costs, with no segmentation at
+all). Regions longer than 1.5 windows are scored over their own windows every hop and
+averaged, as ``ser-batch`` does, in every variant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from long_recordings import RATE, Recording, background, build, trim_to_speech
+
+from ser.audio import center_window, load_audio, split_windows
+from ser.batch.segmentation import Segmentation, SpeechTracker
+from ser.batch.session import ScoringModel
+from ser.batch.vad import SileroVad
+from ser.corpus import read_ravdess, select
+from ser.models import DEFAULT_MODEL
+
+from common import RAVDESS_16K, describe_machine
+
+DEFAULT_VARIANTS = ("0", "0.25", "0.5", "1", "fill")
+
+
+def region_input(
+    signal: np.ndarray, span: tuple[int, int], bounds: tuple[int, int], margin: float | None,
+    window: int, hop: int, single_limit: int, floor_db: float | None = None,
+    gate_db: float | None = None,
+) -> list[np.ndarray]:  # fmt: skip
+    """The model rows for one region: its windows if long, else one window with context.
+
+    ``floor_db``: pad with white noise at this level (dBFS) instead of zeros. ``gate_db``: the
+    context (outside the region) attenuated by this many dB.
+    """
+    start, end = span
+    if end - start > single_limit:
+        return list(split_windows(signal[start:end], window, hop)[0])
+    reach = window // 2 if margin is None else round(margin * RATE)
+    left, right = max(bounds[0], start - reach, 0), min(bounds[1], end + reach, signal.size)
+    if gate_db is not None:
+        signal = signal[left:right].copy()
+        gain = np.float32(10 ** (-gate_db / 20))
+        signal[: start - left] *= gain
+        signal[end - left :] *= gain
+        start, end, left, right = start - left, end - left, 0, right - left
+    if right - left <= window:
+        row = center_window(signal[left:right], window)
+        if floor_db is not None:
+            floor = np.random.default_rng(0).standard_normal(window).astype(np.float32)
+            floor *= np.float32(10 ** (floor_db / 20))
+            pad = (window - (right - left)) // 2
+            floor[pad : pad + right - left] = signal[left:right]
+            row = floor
+        return [row]
+    centre = (start + end) // 2
+    begin = min(max(centre - window // 2, left), right - window)
+    return [signal[begin : begin + window]]
+
+
+def neighbour_bounds(spans: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    """For each span, the middles of the pauses before and after it."""
+    bounds = []
+    for index, (start, end) in enumerate(spans):
+        left = (spans[index - 1][1] + start) // 2 if index else 0
+        right = (end + spans[index + 1][0]) // 2 if index + 1 < len(spans) else total
+        bounds.append((left, right))
+    return bounds
+
+
+class Scorer:
+    """The model, with each distinct input row scored once."""
+
+    def __init__(self, model: str) -> None:
+        self.model = ScoringModel(model)
+        meta = self.model.metadata
+        self.window = round(meta.window_s * meta.sample_rate)
+        self.hop = round((meta.hop_s or meta.window_s) * meta.sample_rate)
+        self.single_limit = int(1.5 * self.window)
+        self.rows = 0
+
+    def probs(self, rows: list[np.ndarray]) -> np.ndarray:
+        """Length-weighted mean is done by the caller; here the mean over a region's rows."""
+        out = []
+        for first in range(0, len(rows), 16):
+            out.append(self.model.predict(np.stack(rows[first : first + 16])))
+        self.rows += len(rows)
+        return np.concatenate(out).mean(axis=0)
+
+
+def evaluate(
+    recordings: list[Recording], signals: dict[str, np.ndarray],
+    spans: dict[str, list[tuple[int, int]]], variant: str, scorer: Scorer,
+) -> tuple[float, float, int]:  # fmt: skip
+    """Utterance accuracy, single-emotion file accuracy and how many single files."""
+    margin_text, _, floor_text = variant.partition("/")
+    margin_text, _, gate_text = margin_text.partition("g")
+    margin = None if margin_text == "fill" else float(margin_text)
+    floor_db = float(floor_text) if floor_text else None
+    gate_db = float(gate_text) if gate_text else None
+    labels = scorer.model.labels
+    correct = truths = single = single_right = 0
+    for recording in recordings:
+        signal, found = signals[recording.name], spans[recording.name]
+        bounds = neighbour_bounds(found, signal.size)
+        sizes = (scorer.window, scorer.hop, scorer.single_limit)
+        probs = [
+            scorer.probs(region_input(signal, span, bound, margin, *sizes, floor_db, gate_db))
+            for span, bound in zip(found, bounds, strict=True)
+        ]
+        for start, end, label, _ in recording.utterances:
+            truths += 1
+            s, e = round(start * RATE), round(end * RATE)
+            cover = [max(0, min(e, fe) - max(s, fs)) for fs, fe in found]
+            if cover and max(cover) > 0:
+                correct += labels[int(np.argmax(probs[int(np.argmax(cover))]))] == label
+        if recording.kind == "single":
+            single += 1
+            if found:
+                weights = np.array([fe - fs for fs, fe in found], np.float64)
+                mean = (np.array(probs) * weights[:, None]).sum(axis=0) / weights.sum()
+                single_right += labels[int(np.argmax(mean))] == recording.utterances[0][2]
+    return correct / max(truths, 1), single_right / max(single, 1), single
+
+
+def vad_spans(
+    signal: np.ndarray, vad: SileroVad, settings: Segmentation | None = None
+) -> list[tuple[int, int]]:
+    tracker = SpeechTracker(settings or Segmentation(mode="vad"))
+    regions = tracker.feed(vad.probabilities(signal)) + tracker.finish(signal.size)
+    return [(r.start, r.end) for r in regions]
+
+
+def truth_spans(recording: Recording) -> list[tuple[int, int]]:
+    return [(round(s * RATE), round(e * RATE)) for s, e, _, _ in recording.utterances]
+
+
+@click.command()
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=RAVDESS_16K)
+@click.option("--split", type=click.Choice(["test", "validation"]), default="validation")
+@click.option("--files", default=24, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option(
+    "--variant", "variants", multiple=True, default=DEFAULT_VARIANTS, show_default=True,
+    help="MARGIN[gGATE][/DB]: seconds of context each side (or 'fill'), attenuated by GATE dB "
+    "if given, then padding with zeros, or with white noise at DB dBFS.",
+)  # fmt: skip
+@click.option("--oracle/--no-oracle", default=True, help="Also score the true utterance spans.")
+@click.option("--quiet/--no-quiet", default=True, help="Also build recordings with no background.")
+@click.option("--vad-threshold", default=0.5, show_default=True)
+@click.option("--vad-min-silence", default=0.3, show_default=True)
+def main(
+    data: Path, split: str, files: int, seed: int, model: str, variants: tuple[str, ...],
+    oracle: bool, quiet: bool, vad_threshold: float, vad_min_silence: float,
+) -> None:  # fmt: skip
+    settings = Segmentation("vad", threshold=vad_threshold, min_silence_s=vad_min_silence)
+    clips = select(read_ravdess(data), split)
+    scorer, vad = Scorer(model), SileroVad()
+    started = time.perf_counter()
+    print(f"data: {data} split={split} ({len(clips)} clips); machine: {describe_machine()}")
+    print(f"load average before: {os.getloadavg()[0]:.2f}; VAD: {settings.describe('')}")
+    with tempfile.TemporaryDirectory(prefix="ser-ablation-") as tmp:
+        sets = {}
+        for silent in (False, True):
+            folder = Path(tmp) / ("quiet" if silent else "background")
+            folder.mkdir()
+            recordings = build(clips, files, seed, folder, quiet=silent)
+            signals = {r.name: load_audio(folder / r.name) for r in recordings}
+            sets[silent] = recordings, signals
+        recordings = sets[False][0]
+        used = sorted({u[3] for r in recordings for u in r.utterances})
+        whole = {p: scorer.probs([center_window(load_audio(p), scorer.window)]) for p in used}
+        cut = {
+            p: scorer.probs([center_window(trim_to_speech(load_audio(p)), scorer.window)])
+            for p in used
+        }
+        rng = np.random.default_rng(seed)
+        noisy = {}
+        for kind in ("noise", "room"):
+            noisy[kind] = {}
+            for p in used:
+                signal = load_audio(p)
+                signal = signal + background(signal.size, kind, rng)
+                noisy[kind][p] = scorer.probs([center_window(signal, scorer.window)])
+        labels = scorer.model.labels
+        utterances = [u for r in recordings for u in r.utterances]
+        references = (
+            ("whole, as trained", whole),
+            ("cut to speech, zero-padded", cut),
+            ("whole, the benchmark's white noise added", noisy["noise"]),
+            ("whole, the benchmark's room tone added", noisy["room"]),
+        )
+        for name, table in references:
+            acc = np.mean([labels[int(np.argmax(table[u[3]]))] == u[2] for u in utterances])
+            print(f"clip accuracy over the {len(utterances)} utterances, clip {name}: {acc:.3f}")
+        print("| background | regions | input | utterance accuracy | file accuracy, single |")
+        print("|---|---|---|---|---|")
+        for silent in (False, True) if quiet else (False,):
+            recordings, signals = sets[silent]
+            for source in ("vad", "truth") if oracle else ("vad",):
+                if source == "vad":
+                    spans = {n: vad_spans(signal, vad, settings) for n, signal in signals.items()}
+                else:
+                    spans = {r.name: truth_spans(r) for r in recordings}
+                for variant in variants if not silent else (variants[0], variants[-1]):
+                    utt, file_acc, single = evaluate(recordings, signals, spans, variant, scorer)
+                    print(
+                        f"| {'none' if silent else 'noise/room tone'} | {source} | {variant} | "
+                        f"{utt:.3f} | {file_acc:.3f} (of {single}) |",
+                        flush=True,
+                    )
+    print(
+        f"{scorer.rows} model rows, {time.perf_counter() - started:.0f} s; "
+        f"load average after: {os.getloadavg()[0]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""``--segmentation vad``: speech regions found at the right times, utterance rows, no-speech rows,
+flat memory on long files, and reports that do not depend on batching or block sizes."""
+
+from __future__ import annotations
+
+import csv
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from ser.batch.cli import main as batch_main
+from ser.batch.frontends import WaveformFrontend
+from ser.batch.segmentation import FRAME, Region, Segmentation, SpeechTracker
+from ser.batch.utterances import SpeechFrontend
+from ser.batch.vad import SileroVad
+from ser.metadata import ModelMetadata
+
+from synth import bursts
+
+RATE = 16_000
+SPANS = [(1.0, 3.0), (5.0, 6.5), (9.0, 11.5)]
+
+
+def _frames(pattern: list[tuple[float, float]], seconds: float) -> np.ndarray:
+    """Frame probabilities: 0.9 inside the ``(start, end)`` spans (seconds), 0.05 outside."""
+    probs = np.full(int(seconds * RATE) // FRAME, 0.05)
+    for start, end in pattern:
+        probs[int(start * RATE) // FRAME : int(end * RATE) // FRAME] = 0.9
+    return probs
+
+
+def _track(probs: np.ndarray, settings: Segmentation, chunk: int = 10_000) -> list[Region]:
+    tracker, regions = SpeechTracker(settings), []
+    for first in range(0, len(probs), chunk):
+        regions += tracker.feed(probs[first : first + chunk])
+    return regions + tracker.finish(len(probs) * FRAME)
+
+
+def _seconds(regions: list[Region]) -> list[tuple[float, float]]:
+    return [(r.start / RATE, r.end / RATE) for r in regions]
+
+
+def test_the_tracker_merges_short_pauses_drops_short_blips_and_pads():
+    settings = Segmentation(min_silence_s=0.3, min_speech_s=0.25, pad_s=0.03)
+    # a 0.2 s pause inside the first utterance, a 0.1 s blip, then a second utterance
+    probs = _frames([(1.0, 2.0), (2.2, 3.0), (4.0, 4.1), (5.0, 6.0)], 8.0)
+    found = _seconds(_track(probs, settings))
+    assert len(found) == 2
+    for (start, end), (true_start, true_end) in zip(found, [(1.0, 3.0), (5.0, 6.0)], strict=True):
+        assert abs(start - (true_start - 0.03)) <= FRAME / RATE
+        assert abs(end - (true_end + 0.03)) <= FRAME / RATE
+    # the same pause counts as silence once min_silence is below it
+    assert len(_track(probs, Segmentation(min_silence_s=0.1, pad_s=0.03))) == 3
+
+
+def test_an_over_long_region_is_split_at_its_longest_pause():
+    probs = _frames([(0.5, 6.0), (6.2, 12.0), (12.15, 25.0)], 26.0)  # pauses 0.2 s and 0.15 s
+    found = _seconds(_track(probs, Segmentation(max_speech_s=15.0, min_silence_s=0.5)))
+    assert len(found) == 3  # first at the longer pause, then the rest at the one left
+    assert found[0][1] == pytest.approx(6.0 + 0.03, abs=0.04)
+    assert found[1][0] == pytest.approx(6.2 - 0.03, abs=0.04)
+    assert found[1][1] == pytest.approx(12.0 + 0.03, abs=0.04)
+    assert all(end - start <= 15.0 for start, end in found)
+    assert found[2][1] == pytest.approx(25.0 + 0.03, abs=0.04)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 512, 100_000])
+def test_regions_do_not_depend_on_how_the_frames_arrive(chunk):
+    probs = np.random.default_rng(0).uniform(0, 1, 3000) ** 3  # 96 s of flickering probability
+    assert _track(probs, Segmentation(), chunk) == _track(probs, Segmentation(), 10**9)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(mode="energy"), "expected one of vad, windows"),
+        (dict(threshold=1.5), "between 0 and 1"),
+        (dict(min_silence_s=0.05, pad_s=0.03), "at least twice the padding"),
+        (dict(max_speech_s=0.5), "at least 1 s"),
+    ],
+)
+def test_impossible_settings_are_refused_saying_what_is_allowed(settings, message):
+    with pytest.raises(ValueError, match=message):
+        Segmentation(**settings)
+
+
+def test_silero_finds_speech_like_bursts_at_the_right_times():
+    vad = SileroVad()
+    for seed in (0, 6):
+        signal = bursts(SPANS, 13.0, seed=seed)
+        found = _seconds(_track(vad.probabilities(signal), Segmentation()))
+        assert len(found) == len(SPANS), (seed, found)
+        for (start, end), (true_start, true_end) in zip(found, SPANS, strict=True):
+            assert abs(start - true_start) < 0.1 and -0.05 < end - true_end < 0.3, (seed, found)
+
+
+def test_the_vad_state_is_carried_across_blocks_bit_for_bit():
+    signal = bursts(SPANS, 13.0, seed=0)
+    whole = SileroVad().probabilities(signal)
+    stream = SileroVad().stream()
+    pieces = [stream.feed(signal[start : start + 7_001]) for start in range(0, signal.size, 7_001)]
+    assert np.array_equal(np.concatenate([*pieces, stream.finish()]), whole)
+
+
+def _frontend(window_s: float = 4.0) -> SpeechFrontend:
+    metadata = ModelMetadata(
+        "waveform", ("a", "b"), RATE, "audio", "probs", window_s=window_s, hop_s=window_s
+    )
+    return SpeechFrontend(WaveformFrontend(metadata), Segmentation("vad"))
+
+
+def test_streamed_regions_give_the_same_rows_as_the_whole_signal():
+    signal = np.concatenate([bursts(SPANS, 13.0, seed=0), bursts([(0.5, 10.0)], 12.0, seed=6)])
+    frontend = _frontend(window_s=2.0)
+    whole = frontend.inputs(signal)
+    assert len(whole.regions) == 4 and whole.samples == signal.size
+    for block in (3_000, 16_000 * 5):
+        chunks = list(
+            frontend.stream_inputs(signal[s : s + block] for s in range(0, signal.size, block))
+        )
+        assert len(chunks) > 1
+        for name in ("rows", "starts", "ends", "regions"):
+            streamed = np.concatenate([getattr(chunk, name) for chunk in chunks])
+            assert np.array_equal(streamed, getattr(whole, name)), (block, name)
+    # a 9.5 s region is scored over windows of its own; a short one is one window with context
+    owner = whole.region_of_row
+    assert (owner == 3).sum() == 5 and (owner == 0).sum() == 1
+    assert whole.ends[owner == 3].max() == whole.regions[3, 1]
+
+
+def test_a_two_hour_stream_keeps_flat_memory(monkeypatch):
+    """Two hours of blocks (a burst of speech a minute, silence between): memory stays at a few
+    blocks. The VAD is replaced by a loudness rule here, so the test runs in seconds: what is
+    measured is the frontend's buffering, not Silero."""
+
+    class LoudnessStream:
+        def __init__(self) -> None:
+            self.pending = np.zeros(0, np.float32)
+
+        def feed(self, block: np.ndarray) -> np.ndarray:
+            samples = np.concatenate([self.pending, block])
+            whole = samples.size // FRAME * FRAME
+            self.pending = samples[whole:]
+            frames = samples[:whole].reshape(-1, FRAME)
+            return (np.abs(frames).mean(axis=1) > 0.01).astype(np.float64)
+
+        def finish(self) -> np.ndarray:
+            return np.zeros(0)
+
+    monkeypatch.setattr(SileroVad, "stream", lambda self: LoudnessStream())
+    frontend = _frontend()
+    minute = np.zeros(60 * RATE, np.float32)
+    minute[RATE : 4 * RATE] = 0.1  # a 3 s "utterance" each minute
+
+    def blocks():
+        for _ in range(120):
+            yield minute[: 30 * RATE].copy()
+            yield minute[30 * RATE :].copy()
+
+    tracemalloc.start()
+    try:
+        regions = rows = 0
+        for chunk in frontend.stream_inputs(blocks()):
+            regions += len(chunk.regions)
+            rows += len(chunk.rows)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert regions == rows == 120
+    assert peak < 20e6, f"peaked at {peak / 1e6:.1f} MB; two hours are {7200 * RATE * 4 / 1e6} MB"
+
+
+def _score(paths, out, *extra) -> list[dict[str, str]]:
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", *map(str, paths), "-o", str(out), "--segmentation", "vad", *map(str, extra)],
+    )
+    assert result.exit_code == 0, result.output
+    return list(csv.DictReader(out.open()))
+
+
+def test_silence_gets_the_no_speech_row_and_speech_gets_utterance_rows(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(1)
+    sf.write(audio / "quiet.wav", (0.002 * rng.standard_normal(5 * RATE)).astype(np.float32), RATE)
+    sf.write(audio / "zeros.wav", np.zeros(3 * RATE, np.float32), RATE)
+    sf.write(audio / "talk.wav", bursts(SPANS, 13.0, seed=0), RATE)
+    rows = _score([audio], tmp_path / "r.csv", "--segments", tmp_path / "s.csv")
+    by_name = {row["path"].rsplit("/", 1)[-1]: row for row in rows}
+    for name in ("quiet.wav", "zeros.wav"):
+        row = by_name[name]
+        assert row["status"] == "no_speech" and row["speech_s"] == "0.000", row
+        assert row["label"] == row["confidence"] == row["p_angry"] == row["error"] == ""
+    talk = by_name["talk.wav"]
+    assert talk["status"] == "ok" and talk["label"]
+    assert 5.5 < float(talk["speech_s"]) < 7.0  # 6 s of bursts, padded
+    utterances = [row for row in csv.DictReader((tmp_path / "s.csv").open())]
+    assert [row["path"].rsplit("/", 1)[-1] for row in utterances] == ["talk.wav"] * 3
+    spans = [(float(row["start_s"]), float(row["end_s"])) for row in utterances]
+    for (start, end), (true_start, true_end) in zip(spans, SPANS, strict=True):
+        assert abs(start - true_start) < 0.1 and abs(end - true_end) < 0.3
+    # the file's probabilities are its utterances', weighted by their length
+    lengths = np.array([end - start for start, end in spans])
+    probs = np.array([[float(row[f"p_{k}"]) for k in ("neutral", "angry")] for row in utterances])
+    expected = (probs * lengths[:, None]).sum(0) / lengths.sum()
+    assert np.allclose(expected, [float(talk["p_neutral"]), float(talk["p_angry"])], atol=2e-3)
+    # windows mode labels the same silence: what vad exists to avoid
+    windows = _score([audio / "zeros.wav"], tmp_path / "w.csv", "--segmentation", "windows")
+    assert windows[0]["status"] == "ok" and windows[0]["speech_s"] == ""
+
+
+def test_vad_reports_are_identical_for_any_batch_size_worker_and_session_count(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for n in range(4):
+        spans = [(0.5, 2.0 + n), (4.0 + n, 5.5 + n)]
+        sf.write(audio / f"f{n}.wav", bursts(spans, 7.0 + n, seed=3 * n), RATE)
+    sf.write(audio / "silent.wav", np.zeros(2 * RATE, np.float32), RATE)
+    runs = {}
+    for batch, workers, sessions in ((1, 1, 1), (3, 2, 2), (64, 2, 1)):
+        out = tmp_path / f"r{batch}.csv"
+        rows = _score(
+            [audio], out, "--batch-size", batch, "--workers", workers, "--sessions", sessions,
+            "--segments", tmp_path / f"s{batch}.csv",
+        )  # fmt: skip
+        runs[batch] = (rows, (tmp_path / f"s{batch}.csv").read_text())
+    assert runs[1][0] == runs[3][0] == runs[64][0]
+    assert runs[1][1] == runs[3][1] == runs[64][1]
+    assert {row["status"] for row in runs[1][0]} == {"ok", "no_speech"}
+
+
+def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "zeros.wav", np.zeros(2 * RATE, np.float32), RATE)
+    sf.write(audio / "talk.wav", bursts(SPANS[:1], 4.0, seed=0), RATE)
+    out, segments = tmp_path / "r.csv", tmp_path / "s.csv"
+    first = _score([audio], out, "--incremental", "--segments", segments)
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", str(audio), "-o", str(out), "--incremental", "--segments", str(segments),
+         "--segmentation", "vad"],
+    )  # fmt: skip
+    assert "2 unchanged files kept" in result.output
+    assert list(csv.DictReader(out.open())) == first
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "vad",
+         "--vad-context", "0.5"],
+    )  # fmt: skip
+    assert "0 unchanged files kept" in result.output  # the context is part of the key
+    assert {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())} == {"0.5"}
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "windows"],
+    )
+    assert "0 unchanged files kept" in result.output
+    assert {row["settings"] for row in csv.DictReader(out.open())} == {"window=64000 hop=64000"}
+
+
+def test_impossible_vad_settings_are_one_line_before_any_work(tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros(RATE, np.float32), RATE)
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", str(tmp_path / "a.wav"), "-o", str(tmp_path / "r.csv"), "--segmentation", "vad",
+         "--vad-min-silence", "0.01"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "at least twice the padding" in result.output
+    assert not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.parametrize("context_s", [0.0, 1.0, 2.0])
+def test_a_short_region_is_seen_with_its_context_up_to_the_middle_of_each_pause(context_s):
+    spans = [(1.0, 3.0), (6.0, 7.5), (11.0, 12.5)]
+    signal = bursts(spans, 14.0, seed=0)
+    window = 4 * RATE
+    metadata = ModelMetadata("waveform", ("a", "b"), RATE, "audio", "probs", window_s=4.0)
+    segmentation = Segmentation("vad", context_s=context_s)
+    inputs = SpeechFrontend(WaveformFrontend(metadata), segmentation).inputs(signal)
+    regions = inputs.regions
+    assert len(regions) == 3 and len(inputs.rows) == 3
+    reach = round(context_s * RATE)
+    bounded_by_pause = []
+    for index, (start, end) in enumerate(regions):
+        middle_before = (regions[index - 1][1] + start) // 2 if index else 0
+        middle_after = (end + regions[index + 1][0]) // 2 if index < 2 else signal.size
+        left, right = max(start - reach, middle_before), min(end + reach, middle_after)
+        bounded_by_pause.append(left == middle_before and index > 0)
+        if right - left <= window:
+            expected = np.zeros(window, np.float32)
+            pad = (window - (right - left)) // 2
+            expected[pad : pad + right - left] = signal[left:right]
+        else:  # more context than a window holds: the window centred on the region, within it
+            begin = min(max((start + end) // 2 - window // 2, left), right - window)
+            expected = signal[begin : begin + window]
+        assert np.array_equal(inputs.rows[index], expected), (context_s, index)
+    # 2 s reaches past the middle of the 3 s pauses; 1 s does not
+    assert any(bounded_by_pause) == (context_s == 2.0)
