@@ -1,0 +1,155 @@
+"""Who speaks: folder, CSV and RTTM sources, hostile lines, and order-free speaker statistics."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser.batch.speaker_stats import STD_FLOOR, Item, speaker_statistics
+from ser.batch.speakers import (
+    FolderSpeakers,
+    RttmSpeakers,
+    TableSpeakers,
+    load_speakers,
+    summarise_problems,
+)
+from ser.errors import SerError
+
+
+def test_the_parent_folder_names_the_speaker():
+    source = FolderSpeakers()
+    assert source.assign(Path("/data/Actor_07/03-01-05.flac")).speaker == "Actor_07"
+    assert source.assign(Path("clip.wav")).speaker is None  # no folder: the reason says so
+    assert "parent folder" in source.assign(Path("clip.wav")).reason
+
+
+def test_a_csv_table_survives_hostile_lines_and_matches_paths_from_its_folder(
+    tmp_path, monkeypatch
+):
+    table = tmp_path / "speakers.csv"
+    table.write_text(
+        "\ufeffPath , Speaker\n"  # a BOM and loose header spacing, as spreadsheets write
+        "calls/a.wav,agent-1\n"
+        "calls/b.wav,\n"  # no speaker
+        ",agent-2\n"  # no path
+        "calls/c.wav,agent-2,extra\n"  # an extra cell is ignored
+        "calls/a.wav,agent-9\n"  # a second, different speaker: the first is kept
+        '"calls/d,e.wav","customer ""x"""\n'  # quoting
+        "\x00\xff broken\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    speakers = TableSpeakers.read(table)
+    assert speakers.assign(Path("calls/a.wav")).speaker == "agent-1"
+    assert speakers.assign(tmp_path / "calls" / "c.wav").speaker == "agent-2"
+    assert speakers.assign(Path("calls/d,e.wav")).speaker == 'customer "x"'
+    missing = speakers.assign(Path("calls/b.wav"))
+    assert missing.speaker is None and "speakers.csv" in missing.reason
+    lines = [problem.split(": ", 1)[0] for problem in speakers.problems]
+    assert lines == [f"{table}:3", f"{table}:4", f"{table}:6", f"{table}:8"]
+    assert "two speakers (agent-1, agent-9)" in speakers.problems[2]
+    assert speakers.unused([tmp_path / "calls" / "a.wav"]) == sorted(
+        str(tmp_path / "calls" / name) for name in ("c.wav", "d,e.wav")
+    )
+
+
+@pytest.mark.parametrize("text", ["", "file,who\na.wav,x\n"])
+def test_a_table_without_path_and_speaker_columns_is_one_clear_error(tmp_path, text):
+    table = tmp_path / "s.csv"
+    table.write_text(text)
+    with pytest.raises(SerError, match="path and speaker columns"):
+        TableSpeakers.read(table)
+
+
+def test_rttm_turns_assign_each_range_to_whoever_covers_most_of_it(tmp_path):
+    rttm = tmp_path / "calls.rttm"
+    rttm.write_text(
+        ";; a comment\n"
+        "SPKR-INFO call1 1 <NA> <NA> <NA> unknown agent <NA> <NA>\n"  # another record type
+        "SPEAKER call1 1 0.00 5.00 <NA> <NA> agent <NA> <NA>\n"
+        "SPEAKER call1 1 5.00 4.00 <NA> <NA> customer <NA> <NA>\n"
+        "SPEAKER call1 1 12.5 2.5 <NA> <NA> agent <NA> <NA>\n"
+        "SPEAKER call1 1 4.50 1.00 <NA> <NA> customer <NA> <NA>\n"  # overlaps the agent
+        "SPEAKER call1 1 abc 1.0 <NA> <NA> agent <NA> <NA>\n"
+        "SPEAKER call1 1 1.0 -2 <NA> <NA> agent <NA> <NA>\n"
+        "SPEAKER call1 1 nan 1 <NA> <NA> agent <NA> <NA>\n"
+        "SPEAKER call1 1 1.0\n"
+        "SPEAKER call2 1 0 3 <NA> <NA> solo <NA> <NA>\n"
+    )
+    speakers = RttmSpeakers.read(rttm)
+    assign = speakers.assign
+    assert assign(Path("/x/call1.wav"), 0.0, 4.0).speaker == "agent"
+    assert assign(Path("/x/call1.wav"), 4.0, 8.0).speaker == "customer"  # 1.5 s agent, 3.5 s
+    assert assign(Path("/x/call1.wav"), 11.0, 15.0).speaker == "agent"
+    gap = assign(Path("/x/call1.wav"), 9.5, 12.0)
+    assert gap.speaker is None and "9.50-12.00" in gap.reason
+    assert assign(Path("call2.flac"), 0.0, 1.0).speaker == "solo"
+    assert assign(Path("call3.wav"), 0.0, 1.0).speaker is None
+    numbers = sorted(int(p.split(":")[1]) for p in speakers.problems if "overlap" not in p)
+    assert numbers == [7, 8, 9, 10]
+    [overlap] = [p for p in speakers.problems if "overlap" in p]
+    assert "agent and customer overlap at 4.50-5.00 s" in overlap
+    assert summarise_problems(speakers.problems).startswith("5 speaker lines left out: ")
+
+
+def test_a_tie_goes_to_the_first_name_so_order_never_matters(tmp_path):
+    a = "SPEAKER f 1 0 2 <NA> <NA> b <NA> <NA>\nSPEAKER f 1 2 2 <NA> <NA> a <NA> <NA>\n"
+    b = "".join(reversed(a.splitlines(keepends=True)))
+    for text in (a, b):
+        (tmp_path / "t.rttm").write_text(text)
+        assert RttmSpeakers.read(tmp_path / "t.rttm").assign(Path("f.wav"), 1, 3).speaker == "a"
+
+
+def test_load_speakers_picks_the_source_and_refuses_both(tmp_path):
+    (tmp_path / "s.rttm").write_text("")
+    (tmp_path / "s.csv").write_text("path,speaker\n")
+    assert load_speakers(None, None) is None
+    assert isinstance(load_speakers("folder", None), FolderSpeakers)
+    assert isinstance(load_speakers(None, tmp_path / "s.rttm"), RttmSpeakers)
+    assert isinstance(load_speakers(None, tmp_path / "s.csv"), TableSpeakers)
+    with pytest.raises(SerError, match="not both"):
+        load_speakers("folder", tmp_path / "s.csv")
+    with pytest.raises(SerError, match="cannot read"):
+        load_speakers(None, tmp_path / "missing.csv")
+
+
+def _items(rng: np.random.Generator) -> list[Item]:
+    items = []
+    for n in range(40):
+        speaker = f"s{n % 3}"
+        features = rng.normal(loc=n % 3, size=16).astype(np.float32)
+        items.append(Item((f"/a/f{n:02d}.wav", float(n % 5)), speaker, features, 1.0 + n % 4))
+    return items
+
+
+def test_speaker_statistics_equal_a_numpy_reference_and_ignore_order():
+    rng = np.random.default_rng(0)
+    items = _items(rng)
+    stats = speaker_statistics(items)
+    for speaker in ("s0", "s1", "s2"):
+        mine = np.stack([i.features for i in items if i.speaker == speaker]).astype(np.float64)
+        np.testing.assert_allclose(stats[speaker].mean, mine.mean(axis=0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(stats[speaker].std, mine.std(axis=0), rtol=0, atol=1e-12)
+        assert stats[speaker].items == len(mine)
+    for seed in range(5):  # any order: the same bits
+        shuffled = [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
+        again = speaker_statistics(shuffled)
+        for speaker, value in stats.items():
+            assert np.array_equal(again[speaker].mean, value.mean)
+            assert np.array_equal(again[speaker].std, value.std)
+
+
+def test_speakers_below_the_minimum_are_left_to_the_plain_head():
+    items = _items(np.random.default_rng(1))
+    assert set(speaker_statistics(items, min_items=14)) == {"s0"}  # 14, 13 and 13 items
+    seconds = {s: sum(i.seconds for i in items if i.speaker == s) for s in ("s0", "s1", "s2")}
+    least = min(seconds.values())
+    kept = speaker_statistics(items, min_seconds=least + 0.5)
+    assert set(kept) == {s for s, v in seconds.items() if v >= least + 0.5}
+
+
+def test_a_constant_feature_is_divided_by_the_floor_not_by_zero():
+    items = [Item((f"f{n}", 0.0), "s", np.ones(4, np.float32), 1.0) for n in range(3)]
+    stats = speaker_statistics(items)["s"]
+    assert np.all(stats.std == STD_FLOOR)
+    assert np.all(stats.normalise(np.ones((2, 4), np.float32)) == 0)
