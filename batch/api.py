@@ -16,7 +16,8 @@ incremental keys (:func:`found_key`, :func:`row_key`) and the provenance sidecar
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 from ser.audio import prepare_signal
 from ser.batch.discovery import Found, discover
 from ser.batch.engine import RowFormat, score_found
+from ser.batch.feature_cache import MemoryFeatures
 from ser.batch.frontends import Frontend, frontend_for
 from ser.batch.incremental import found_key, row_key
 from ser.batch.objects import ObjectUri
@@ -40,6 +42,14 @@ from ser.batch.scoring import (
 )
 from ser.batch.segmentation import DEFAULT_SEGMENTATION, Segmentation
 from ser.batch.session import SessionPool
+from ser.batch.speaker_mode import (
+    SPEAKER_SETTING,
+    Rescored,
+    SpeakerHead,
+    SpeakerSettings,
+    rescore_by_speaker,
+)
+from ser.batch.speakers import speaker_source
 from ser.errors import AudioError
 from ser.metadata import ModelMetadata
 from ser.models import DEFAULT_MODEL
@@ -85,8 +95,8 @@ class FileResult:
     :meth:`row` is the file's row in ``ser-batch score``'s report, cell for cell.
     """
 
-    def __init__(self, score: FileScore, fmt: RowFormat) -> None:
-        self._score, self._format = score, fmt
+    def __init__(self, score: FileScore, fmt: RowFormat, speaker: Rescored | None = None) -> None:
+        self._score, self._format, self._speaker = score, fmt, speaker
 
     @property
     def path(self) -> Path | ObjectUri:
@@ -119,16 +129,31 @@ class FileResult:
     def prediction(self) -> Prediction | None:
         """The file's prediction (None on error or without speech): the mean of its windows,
         each weighted by the audio it covers, or of its speech regions, by their length."""
-        if self._score.probs is None:
+        probs = self._score.probs if self._speaker is None else self._speaker.probs
+        if probs is None:
             return None
-        return Prediction(self._score.probs, self._format.labels)
+        return Prediction(probs, self._format.labels)
+
+    @property
+    def speaker(self) -> str | None:
+        """Speaker mode: who speaks (most of) the file (None outside speaker mode)."""
+        return None if self._speaker is None else self._speaker.row["speaker"]
+
+    @property
+    def normalisation(self) -> str | None:
+        """Speaker mode: ``speaker``, ``partial`` or ``none`` (see the report's column)."""
+        return None if self._speaker is None else self._speaker.row["normalisation"]
 
     def row(self) -> dict[str, str]:
         """The report row (path, duration, label, probabilities, status, key columns)."""
+        if self._speaker is not None:
+            return dict(self._speaker.row)
         return self._format.rows(self._score)[0]
 
     def segment_rows(self) -> list[dict[str, str]]:
         """One row per window, as ``--segments`` writes them."""
+        if self._speaker is not None:
+            return list(self._speaker.segment_rows)
         return RowFormat(**{**vars(self._format), "segments": True}).rows(self._score)[1]
 
     def __repr__(self) -> str:
@@ -202,19 +227,57 @@ class Model:
         return predictions if many else predictions[0]
 
     def score_files(
-        self, paths: Iterable[str | Path], *, batch_size: int = 16, workers: int = 2
+        self,
+        paths: Iterable[str | Path],
+        *,
+        batch_size: int = 16,
+        workers: int = 2,
+        speakers: str | Path | Mapping[str | Path, str] | None = None,
+        speaker_min_items: int | None = None,
+        speaker_min_seconds: float | None = None,
     ) -> Iterator[FileResult]:
         """Score files (local paths or object URIs such as ``s3://bucket/key``), in input order.
 
         Decoding runs in ``workers`` threads ahead of the model; a file that cannot be scored
         gives a result with ``error`` set, never an exception.
+
+        ``speakers`` turns on speaker mode (a model with a speaker head): ``"folder"``, a
+        ``path,speaker`` CSV or an RTTM file, or a mapping of path to speaker, as
+        ``ser-batch score --speaker-from/--speakers``. Every file is scored before the first
+        result is given, since each speaker's statistics come from all of its files.
         """
         found = (Found.of(path) for path in paths)
-        for score in score_found(
+        scores = score_found(
             found, self._pool, hop=self.hop, batch_size=batch_size, workers=workers,
-            segmentation=self.segmentation,
-        ):  # fmt: skip
-            yield FileResult(score, self._format)
+            segmentation=self.segmentation, features=speakers is not None,
+        )  # fmt: skip
+        if speakers is None:
+            for score in scores:
+                yield FileResult(score, self._format)
+            return
+        yield from self._by_speaker(list(scores), speakers, speaker_min_items, speaker_min_seconds)
+
+    def _by_speaker(self, scores, speakers, min_items, min_seconds) -> Iterator[FileResult]:
+        head = SpeakerHead(self.metadata, self._pool.name)
+        source = speaker_source(speakers)
+        settings = SpeakerSettings(
+            source, head.min_items if min_items is None else min_items,
+            head.min_seconds if min_seconds is None else min_seconds, None,
+        )  # fmt: skip
+        fmt = replace(self._format, settings=self._format.settings + SPEAKER_SETTING)
+        cache = MemoryFeatures()
+        rows = []
+        for score in scores:
+            row = fmt.rows(score)[0]
+            if score.features is not None:
+                cache.put(row_key(row), score.features)
+            rows.append(row)
+        rescored, _ = rescore_by_speaker(
+            rows, cache, head, settings, labels=self.labels,
+            sample_rate=self.metadata.sample_rate, model_sha256=self.sha256,
+        )  # fmt: skip
+        for score, outcome in zip(scores, rescored, strict=True):
+            yield FileResult(replace(score, features=None), fmt, outcome)
 
     def prepare(self, found: Found) -> Prepared:
         """A file decoded into this model's inputs, or the reason it cannot be (an engine's

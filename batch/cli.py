@@ -202,6 +202,46 @@ def main() -> None:
     default=None,
     help="With --engine ray: 'auto' or a cluster's address [default: a local Ray instance].",
 )
+@click.option(
+    "--speaker-from",
+    type=click.Choice(["folder"]),
+    default=None,
+    help="Speaker mode: the parent folder names each file's speaker; each voice is judged "
+    "against its own baseline (a model exported with a speaker head).",
+)
+@click.option(
+    "--speakers",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Speaker mode from a path,speaker CSV, or an RTTM diarization (.rttm): each window "
+    "or speech region goes to the speaker whose turns cover most of it.",
+)
+@click.option(
+    "--speaker-min-items",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Speaker mode: items (windows) a speaker needs before its rows are normalised; with "
+    "fewer they use the plain head and say so [default: the model's, chosen on validation].",
+)
+@click.option(
+    "--speaker-min-seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Speaker mode: seconds of audio a speaker needs likewise [default: the model's].",
+)
+@click.option(
+    "--speaker-stats",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Speaker mode: where each speaker's statistics are written [default: REPORT"
+    ".speakers.json].",
+)
+@click.option(
+    "--freeze-speaker-stats",
+    is_flag=True,
+    help="Speaker mode: use the statistics --speaker-stats holds from an earlier run for its "
+    "speakers (new speakers get theirs from this run), so old rows never change.",
+)
 @one_line_errors
 def score(inputs: tuple[str, ...], **options) -> None:
     """Score audio files and folders (recursively) into a report, one row per file."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ser.batch.discovery import Found
+from ser.batch.feature_cache import FileFeatures
 from ser.batch.frontends import Frontend, frontend_for
 from ser.batch.report import report_row, segment_rows
 from ser.batch.scoring import FileScore, prepare_all, score_prepared
@@ -21,8 +22,9 @@ from ser.batch.segmentation import Segmentation
 from ser.batch.session import ScoringModel, SessionPool
 
 Row = dict[str, str]
-Scored = tuple[int, Row, list[Row]]
-"""A file's place in the engine's input, its report row and its window rows."""
+Scored = tuple[int, Row, list[Row], "FileFeatures | None"]
+"""A file's place in the engine's input, its report row, its window rows, and (speaker mode)
+the features its items left for the second pass."""
 
 
 class Engine(Protocol):
@@ -62,11 +64,13 @@ def score_found(
     batch_size: int = 16,
     workers: int = 2,
     segmentation: Segmentation | None = None,
+    features: bool = False,
 ) -> Iterator[FileScore]:
     """Decode (``workers`` threads) and score files, in input order: the one scoring path.
 
     Decoding runs one batch per session ahead of the model, so every session has work.
-    ``segmentation`` None is the default (``DEFAULT_SEGMENTATION``: ``windows``).
+    ``segmentation`` None is the default (``DEFAULT_SEGMENTATION``: ``windows``); ``features``
+    keeps each item's frame features for speaker mode.
     """
     ahead = batch_size * getattr(model, "sessions", 1)
 
@@ -74,7 +78,7 @@ def score_found(
         return frontend_for(model.metadata, hop_s=hop, segmentation=segmentation)
 
     prepared = prepare_all(found, make_frontend, model.metadata.sample_rate, workers, ahead=ahead)
-    return score_prepared(prepared, model, batch_size)
+    return score_prepared(prepared, model, batch_size, features)
 
 
 class LocalEngine:
@@ -92,14 +96,15 @@ class LocalEngine:
         self.model = model
         self.hop, self.batch_size, self.workers = hop, batch_size, workers
         self.segmentation = segmentation
+        self.features = False  # speaker mode turns it on
 
     def rows(self, todo: Sequence[Found], fmt: RowFormat) -> Iterator[Scored]:
         scores = score_found(
             todo, self.model, hop=self.hop, batch_size=self.batch_size, workers=self.workers,
-            segmentation=self.segmentation,
+            segmentation=self.segmentation, features=self.features,
         )  # fmt: skip
         for index, score in enumerate(scores):
-            yield index, *fmt.rows(score)
+            yield index, *fmt.rows(score), score.features
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ would drop more than :data:`SHRINK_LIMIT` of the report's rows is refused unless
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,13 @@ def plan_run(
     settings: str,
     keep_removed: bool,
     with_segments: bool,
+    cached: Callable[[Key], bool] | None = None,
 ) -> Plan:
-    """Match what was found against what earlier runs left."""
+    """Match what was found against what earlier runs left.
+
+    ``cached`` (speaker mode) says whether a row's features are in the feature cache: a row
+    without them is scored again, since its speaker's other rows need them.
+    """
     reused = {}
     for index, found in enumerate(discovery.found):
         key = found_key(found, sha, settings)
@@ -114,7 +120,8 @@ def plan_run(
         if row is None or row.get("status") not in ("ok", "no_speech"):
             continue  # new, or an error row: retried
         has_segments = key in previous.segments or row.get("status") == "no_speech"
-        if row_key(row) == key and (not with_segments or has_segments):
+        features_kept = cached is None or row.get("status") != "ok" or cached(key)
+        if row_key(row) == key and (not with_segments or has_segments) and features_kept:
             reused[index] = row
     present = {path_cell(found.path) for found in discovery.found}
     silent = [path_cell(empty.path) for empty in discovery.empty_inputs]

@@ -109,7 +109,7 @@ class RayEngine:
             for index, row, segments in zip(
                 batch["index"], batch["row"], batch["segments"], strict=True
             ):
-                yield int(index), json.loads(row), json.loads(segments)
+                yield int(index), json.loads(row), json.loads(segments), None
 
 
 class GroupScorer:

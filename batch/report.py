@@ -50,7 +50,12 @@ ColumnType = Literal["float", "int", "string"]
 Value = str | int | float | None
 
 
-def report_columns(labels: Sequence[str]) -> list[str]:
+SPEAKER_COLUMNS = ("speaker", "speaker_items", "normalisation")
+"""Speaker mode's columns: who speaks, how many items their statistics hold, and whether the
+row was scored against them (``speaker``, ``partial`` or ``none``)."""
+
+
+def report_columns(labels: Sequence[str], *, speaker: bool = False) -> list[str]:
     return [
         "path",
         "duration_s",
@@ -58,6 +63,7 @@ def report_columns(labels: Sequence[str]) -> list[str]:
         "label",
         "confidence",
         *(f"p_{label}" for label in labels),
+        *(SPEAKER_COLUMNS if speaker else ()),
         "model",
         "status",
         "error",
@@ -65,11 +71,12 @@ def report_columns(labels: Sequence[str]) -> list[str]:
     ]
 
 
-def segment_columns(labels: Sequence[str]) -> list[str]:
+def segment_columns(labels: Sequence[str], *, speaker: bool = False) -> list[str]:
     """One row per window; the file row's key columns say which version of the file it was."""
     return [
         "path", "start_s", "end_s", "label", "confidence",
-        *(f"p_{label}" for label in labels), *KEY_COLUMNS,
+        *(f"p_{label}" for label in labels),
+        *(("speaker", "normalisation") if speaker else ()), *KEY_COLUMNS,
     ]  # fmt: skip
 
 
@@ -102,7 +109,7 @@ def report_row(
     if score.speech_s is not None:
         row["speech_s"] = cell("speech_s", score.speech_s)
     if score.probs is not None:
-        row.update(_probability_cells(score.probs, labels))
+        row.update(probability_cells(score.probs, labels))
     row["error"] = escape_text(score.error)
     return row
 
@@ -117,7 +124,7 @@ def segment_rows(
             **key,
             "start_s": cell("start_s", segment.start_s),
             "end_s": cell("end_s", segment.end_s),
-            **_probability_cells(segment.probs, labels),
+            **probability_cells(segment.probs, labels),
         }
         for segment in score.segments
     ]
@@ -218,7 +225,7 @@ def _escape_character(match: re.Match[str]) -> str:
     return "".join(f"\\x{byte:02x}" for byte in character.encode("utf-8", "surrogatepass"))
 
 
-def _probability_cells(probs, labels: Sequence[str]) -> dict[str, str]:
+def probability_cells(probs, labels: Sequence[str]) -> dict[str, str]:
     best = int(probs.argmax())
     return {
         "label": labels[best],

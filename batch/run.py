@@ -23,14 +23,16 @@ from pathlib import Path
 
 from ser.batch.discovery import Discovery, Found, discover, read_file_list
 from ser.batch.engine import Engine, LocalEngine, RowFormat
+from ser.batch.feature_cache import FeatureCache
 from ser.batch.frontends import frontend_for
-from ser.batch.incremental import Plan, Previous, check_shrink, plan_run
+from ser.batch.incremental import Plan, Previous, check_shrink, plan_run, row_key
 from ser.batch.journal import Journal, journal_path
 from ser.batch.progress import Progress
 from ser.batch.provenance import provenance_path, write_provenance
 from ser.batch.report import (
     UsageError,
     check_output,
+    path_from_cell,
     report_columns,
     report_format,
     segment_columns,
@@ -39,6 +41,14 @@ from ser.batch.report import (
 from ser.batch.runlock import HeldLock, run_lock
 from ser.batch.segmentation import DEFAULT_SEGMENTATION, Segmentation
 from ser.batch.session import SessionPool
+from ser.batch.speaker_mode import (
+    SPEAKER_SETTING,
+    SpeakerHead,
+    SpeakerSettings,
+    read_stats,
+    rescore_by_speaker,
+)
+from ser.batch.speakers import SpeakerSource, load_speakers, summarise_problems
 from ser.errors import SerError
 from ser.files import OutputFailed
 
@@ -75,6 +85,12 @@ class RunOptions:
     vad_max_speech: float = Segmentation.max_speech_s
     vad_pad: float = Segmentation.pad_s
     vad_context: float = Segmentation.context_s
+    speaker_from: str | None = None
+    speakers: Path | None = None
+    speaker_min_items: int | None = None  # None: the model's default (its metadata)
+    speaker_min_seconds: float | None = None
+    speaker_stats: Path | None = None  # None: <report>.speakers.json
+    freeze_speaker_stats: bool = False
 
     def segmenting(self) -> Segmentation:
         """The segmentation these options ask for.
@@ -117,15 +133,20 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
         check_output(str(options.segments), segments_fmt, "segments file")
     segmentation = options.segmenting()
     sources = [*inputs, *(read_file_list(options.files_from) if options.files_from else [])]
+    speaker_source = load_speakers(options.speaker_from, options.speakers)
     engine = make_engine(options)
     model = engine.model
     # fails on a bad model; names the window, hop and segmentation (part of every row's key)
     settings = frontend_for(model.metadata, hop_s=options.hop, segmentation=segmentation).settings
+    to_file = options.output != "-"
+    report = Path(options.output)
+    speaker = None
+    if speaker_source is not None:
+        speaker = _speaker_mode(options, engine, speaker_source, report, to_file)
+        settings += SPEAKER_SETTING  # a plain run never reuses speaker-normalised rows
     fmt_rows = RowFormat(
         model.labels, model.name, model.sha256, settings, options.segments is not None
     )
-    to_file = options.output != "-"
-    report = Path(options.output)
     with run_lock(report) if to_file else nullcontext() as lock:
         journal = Journal(journal_path(report), fresh=not options.incremental) if to_file else None
         try:
@@ -137,14 +158,27 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
             plan = plan_run(
                 discovery, previous, sha=model.sha256, settings=settings,
                 keep_removed=options.keep_removed, with_segments=options.segments is not None,
+                cached=speaker.cache.has if speaker is not None else None,
             )  # fmt: skip
             check_shrink(plan, previous, report, allowed=options.allow_shrink)
             try:
-                scored, summary = _score(plan.todo, engine, fmt_rows, journal, lock)
+                cache = speaker.cache if speaker is not None else None
+                scored, summary = _score(plan.todo, engine, fmt_rows, journal, lock, cache)
                 rows, segments = _assemble(plan, scored, previous)
-                write_report(options.output, rows, report_columns(model.labels), fmt)
+                if speaker is not None:
+                    rescored, stats = rescore_by_speaker(
+                        rows, speaker.cache, speaker.head, speaker.settings,
+                        labels=model.labels, sample_rate=model.metadata.sample_rate,
+                        model_sha256=model.sha256,
+                    )  # fmt: skip
+                    rows = [item.row for item in rescored]
+                    segments = [row for item in rescored for row in item.segment_rows]
+                    summary += _speaker_summary(rows, stats, speaker_source)
+                with_speaker = speaker is not None
+                columns = report_columns(model.labels, speaker=with_speaker)
+                write_report(options.output, rows, columns, fmt)
                 if options.segments is not None:
-                    columns = segment_columns(model.labels)
+                    columns = segment_columns(model.labels, speaker=with_speaker)
                     write_report(str(options.segments), segments, columns, segments_fmt)
                 if journal is not None:
                     write_provenance(
@@ -186,6 +220,52 @@ def make_engine(options: RunOptions) -> Engine:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SpeakerRun:
+    settings: SpeakerSettings
+    head: SpeakerHead
+    cache: FeatureCache
+
+
+def _speaker_mode(
+    options: RunOptions, engine: Engine, source: SpeakerSource, report: Path, to_file: bool
+) -> SpeakerRun:
+    """Check that speaker mode can run, and switch the model to returning features.
+
+    Raises:
+        UsageError: for a report on stdout or the Ray engine; ModelError for a model without a
+            speaker head.
+    """
+    if not to_file:
+        raise UsageError("speaker mode needs -o FILE: its feature cache is kept beside the report")
+    if options.engine != "local":
+        raise UsageError("speaker mode runs on the local engine (--engine local)")
+    model = engine.model
+    head = SpeakerHead(model.metadata, str(model.path))
+    settings = SpeakerSettings(
+        source,
+        head.min_items if options.speaker_min_items is None else options.speaker_min_items,
+        head.min_seconds if options.speaker_min_seconds is None else options.speaker_min_seconds,
+        options.speaker_stats or report.with_name(report.name + ".speakers.json"),
+        options.freeze_speaker_stats,
+    )
+    if settings.freeze:
+        read_stats(settings.stats_file, model.sha256)  # fail now, before any scoring
+    engine.features = True
+    return SpeakerRun(settings, head, FeatureCache.beside(report))
+
+
+def _speaker_summary(rows: list[Row], stats: dict, source: SpeakerSource) -> str:
+    normalised = sum(row.get("normalisation") == "speaker" for row in rows)
+    unused = getattr(source, "unused", None)
+    if unused is not None:  # a table naming files this run did not see: a typo, a moved file
+        for path in unused(path_from_cell(row["path"]) for row in rows):
+            source.problems.append(f"{source.source}: {path} is not among the scored files")
+    problems = summarise_problems(source.problems)
+    said = f"; {problems}" if problems else ""
+    return f"; {normalised} of {len(rows)} rows scored against {len(stats)} speakers{said}"
+
+
 def default_workers(provider: str) -> int:
     """Decoding threads when --workers is not given: 2, or 4 where CUDA runs the model.
 
@@ -202,6 +282,7 @@ def _score(
     fmt: RowFormat,
     journal: Journal | None,
     lock: HeldLock | None,
+    cache: FeatureCache | None = None,
 ) -> tuple[dict[int, tuple[Row, list[Row]]], str]:
     """Score ``todo``, committing each file's rows to the journal as soon as they arrive.
 
@@ -213,9 +294,11 @@ def _score(
     """
     progress = Progress(len(todo))
     scored: dict[int, tuple[Row, list[Row]]] = {}
-    for index, row, segments in engine.rows(todo, fmt):
+    for index, row, segments, features in engine.rows(todo, fmt):
         if index in scored:  # an engine that retried a group delivered it twice: once is kept
             continue
+        if cache is not None and features is not None:  # before the journal: a row kept
+            cache.put(row_key(row), features)  # there always has its features
         if journal is not None and journal.append(row, segments):
             lock.check()  # with the journal's own check, twice a second rather than per row
         scored[index] = (row, segments)

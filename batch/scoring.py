@@ -18,6 +18,7 @@ import numpy as np
 
 from ser.audio import AudioFile, stream_audio
 from ser.batch.discovery import Found
+from ser.batch.feature_cache import FileFeatures
 from ser.batch.frontends import Frontend, ModelInputs, WaveformFrontend
 from ser.batch.objects import is_uri, local_copy
 from ser.batch.session import ScoringModel
@@ -50,6 +51,7 @@ class FileScore:
     segments: list[Segment] = field(default_factory=list)
     error: str = ""
     speech_s: float | None = None
+    features: FileFeatures | None = None  # kept for speaker mode
 
     @property
     def ok(self) -> bool:
@@ -209,16 +211,17 @@ def plan_batches(prepared: Iterable[Prepared], batch_size: int = 16) -> Iterator
 
 
 def score_batch(
-    batch: list[Prepared], model: ScoringModel, batch_size: int = 16
+    batch: list[Prepared], model: ScoringModel, batch_size: int = 16, features: bool = False
 ) -> list[FileScore]:
-    """Scores of one batch from :func:`plan_batches`, in its order."""
+    """Scores of one batch from :func:`plan_batches`, in its order (``features``: with the
+    items' frame features for speaker mode)."""
     if len(batch) == 1 and batch[0].stream is not None:
-        return [_score_stream(batch[0], model, batch_size)]
-    return list(_flush(batch, model, batch_size))
+        return [_score_stream(batch[0], model, batch_size, features)]
+    return list(_flush(batch, model, batch_size, features))
 
 
 def score_prepared(
-    prepared: Iterable[Prepared], model: ScoringModel, batch_size: int = 16
+    prepared: Iterable[Prepared], model: ScoringModel, batch_size: int = 16, features: bool = False
 ) -> Iterator[FileScore]:
     """Run the model over prepared files, batching rows across files; results keep input order.
 
@@ -230,13 +233,13 @@ def score_prepared(
     sessions = getattr(model, "sessions", 1)
     if sessions <= 1:
         for batch in batches:
-            yield from score_batch(batch, model, batch_size)
+            yield from score_batch(batch, model, batch_size, features)
         return
     with ThreadPoolExecutor(max_workers=sessions, thread_name_prefix="ser-session") as pool:
         in_flight: deque = deque()
         try:
             for batch in batches:
-                in_flight.append(pool.submit(score_batch, batch, model, batch_size))
+                in_flight.append(pool.submit(score_batch, batch, model, batch_size, features))
                 if len(in_flight) > sessions:
                     yield from in_flight.popleft().result()
             while in_flight:
@@ -252,13 +255,16 @@ def score_file(path: Path, model: ScoringModel, frontend: Frontend) -> FileScore
     return score_batch([prepared], model)[0]
 
 
-def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Iterator[FileScore]:
+def _flush(
+    pending: list[Prepared], model: ScoringModel, batch_size: int, features: bool
+) -> Iterator[FileScore]:
     ready = [item for item in pending if item.inputs is not None and len(item.inputs.rows)]
-    probs = iter(())
+    probs, extra = iter(()), None
     if ready:
         stacked = np.concatenate([item.inputs.rows for item in ready])
         try:
-            probs = iter(_predict(model, stacked, batch_size))
+            all_probs, extra = _predict(model, stacked, batch_size, features)
+            probs = iter(all_probs)
         except Exception as error:  # a model failure on this batch fails its files, not the run
             reason = f"model failed: {' '.join(str(error).split())[:300]}"
             pending = [
@@ -267,6 +273,7 @@ def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Ite
                 for i in pending
             ]  # fmt: skip
     rate = model.metadata.sample_rate
+    done = 0
     for item in pending:
         if item.inputs is None:
             yield FileScore(item.found, error=item.error)
@@ -275,7 +282,38 @@ def _flush(pending: list[Prepared], model: ScoringModel, batch_size: int) -> Ite
         file_probs = np.stack([next(probs) for _ in range(count)]) if count else np.zeros((0, 0))
         totals = _Totals()
         segments = totals.add(item.inputs, file_probs, rate)
-        yield totals.score(item.found, item.samples / rate, segments, rate)
+        score = totals.score(item.found, item.samples / rate, segments, rate)
+        if extra is not None:
+            rows = slice(done, done + count)
+            features = _file_features(item.inputs, file_probs, extra, rows, item.samples)
+            score = replace(score, features=features)
+        done += count
+        yield score
+
+
+def _file_features(
+    inputs: ModelInputs,
+    probs: np.ndarray,
+    extra: tuple[np.ndarray, np.ndarray],
+    rows: slice,
+    samples: int,
+) -> FileFeatures:
+    frames, valid = extra
+    return FileFeatures(
+        frames[rows], valid[rows], probs.astype(np.float32), inputs.starts, inputs.ends,
+        samples, inputs.regions, inputs.region_of_row,
+    )  # fmt: skip
+
+
+def aggregate(
+    inputs: ModelInputs, probs: np.ndarray, rate: int
+) -> tuple[np.ndarray | None, list[Segment], float | None]:
+    """A whole file's rows aggregated as scoring does: its probabilities (None without
+    speech), its segments and its seconds of speech (None without vad)."""
+    totals = _Totals()
+    segments = totals.add(inputs, probs, rate)
+    score = totals.score(Found(Path(".")), 0.0, segments, rate)
+    return score.probs, segments, score.speech_s
 
 
 class _Totals:
@@ -315,13 +353,17 @@ class _Totals:
         return FileScore(found, duration_s, probs, segments, speech_s=speech_s)
 
 
-def _predict(model: ScoringModel, rows: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate(
-        [
-            model.predict(rows[start : start + batch_size])
-            for start in range(0, len(rows), batch_size)
-        ]
-    )
+def _predict(
+    model: ScoringModel, rows: np.ndarray, batch_size: int, features: bool = False
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """Probabilities of ``rows``, and with ``features`` (speaker mode) each row's frame
+    features (float16) and valid-frame mask."""
+    batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    if not features:
+        return np.concatenate([model.predict(batch) for batch in batches]), None
+    parts = [model.predict_features(batch) for batch in batches]
+    probs, frames, valid = (np.concatenate([part[k] for part in parts]) for k in range(3))
+    return probs, (frames, valid)
 
 
 def _segments(inputs: ModelInputs, probs: np.ndarray, rate: int) -> list[Segment]:
@@ -331,21 +373,30 @@ def _segments(inputs: ModelInputs, probs: np.ndarray, rate: int) -> list[Segment
     ]
 
 
-def _score_stream(item: Prepared, model: ScoringModel, batch_size: int) -> FileScore:
+def _score_stream(
+    item: Prepared, model: ScoringModel, batch_size: int, features: bool
+) -> FileScore:
     """Score a long file chunk by chunk: running weighted sums, never the whole file."""
     rate = model.metadata.sample_rate
-    totals, samples, segments = _Totals(), 0, []
+    totals, samples, segments, kept = _Totals(), 0, [], []
     try:
         for chunk in item.stream():
-            probs = _predict(model, chunk.rows, batch_size) if len(chunk.rows) else chunk.rows
+            probs, extra = chunk.rows, None
+            if len(chunk.rows):
+                probs, extra = _predict(model, chunk.rows, batch_size, features)
             segments += totals.add(chunk, probs, rate)
+            if extra is not None:
+                kept.append(_file_features(chunk, probs, extra, slice(None), 0))
             if chunk.samples is not None:
                 samples = chunk.samples
             elif len(chunk.ends):
                 samples = max(samples, int(chunk.ends.max()))
     except Exception as error:  # a broken file must never stop the run
         return FileScore(item.found, error=_failure(error, item.found.path))
-    return totals.score(item.found, samples / rate, segments, rate)
+    score = totals.score(item.found, samples / rate, segments, rate)
+    if kept:
+        score = replace(score, features=FileFeatures.join(kept, samples))
+    return score
 
 
 def _failure(error: Exception, path: Path) -> str:

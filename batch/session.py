@@ -216,6 +216,37 @@ class ScoringModel:
             )
         return probs
 
+    def predict_features(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities, speaker frame features (float16) and valid-frame masks of a batch,
+        from one run of the graph (speaker mode's pass 1).
+
+        Raises:
+            ModelError: for a model without speaker outputs, or outputs of the wrong shape.
+        """
+        spec = speaker_spec(self.metadata, str(self.path))
+        names = [self.metadata.probs_name, spec["frames_name"], spec["valid_name"]]
+        probs, frames, valid = self.session.run(
+            names, {self.metadata.input_name: inputs.astype(np.float32)}
+        )
+        expected = (len(inputs), len(self.metadata.labels))
+        if probs.shape != expected or len(frames) != len(inputs) or len(valid) != len(inputs):
+            raise ModelError(
+                f"{self.path.name} returned {probs.shape} probabilities and {frames.shape} "
+                f"frame features for {len(inputs)} inputs (expected {expected})"
+            )
+        return probs, frames.astype(np.float16), valid.astype(bool)
+
+
+def speaker_spec(metadata: ModelMetadata, source: str) -> dict:
+    """What the model says of its speaker mode (ModelError when it has none)."""
+    spec = metadata.extra_json("speaker")
+    if not isinstance(spec, dict) or "speaker_head" not in metadata.extra:
+        raise ModelError(
+            f"{source}: has no speaker-normalised head, so --speaker-from/--speakers cannot "
+            "use it (export one trained with ser-train neural --normalize speaker)"
+        )
+    return spec
+
 
 def cpu_count() -> int:
     """The cores this process may run on (its affinity, e.g. a container's share)."""
@@ -285,6 +316,14 @@ class SessionPool:
         member = self._free.get()
         try:
             return member.predict(inputs)
+        finally:
+            self._free.put(member)
+
+    def predict_features(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`ScoringModel.predict_features` on a free session."""
+        member = self._free.get()
+        try:
+            return member.predict_features(inputs)
         finally:
             self._free.put(member)
 

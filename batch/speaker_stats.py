@@ -1,65 +1,68 @@
-"""Each speaker's feature statistics, the same whatever order their items were scored in.
+"""Each speaker's baseline: the mean of its items' frame features, the same in any order.
 
-A speaker's mean and standard deviation come from all of that speaker's items, so a row's
-score depends on the set of the speaker's items, never on the order, batch size, thread count
-or engine that produced them: items are sorted by their key before anything is summed, and
-the sums run in float64.
+Training centres every frame by its speaker's mean frame (:mod:`ser.training.speaker_norm`),
+so scoring does the same: a speaker's mean is the sum of the frame features of all its items'
+valid frames over their count. Sums run in float64 over items sorted by key, so a row's score
+depends on the set of its speaker's items, never on the order, batch size, thread count or
+engine that produced them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-STD_FLOOR = 1e-5
-"""A feature constant over a speaker's items is divided by this, not by zero."""
-
 
 @dataclass(frozen=True)
 class Item:
-    """One scored item's encoder features and who speaks in it."""
+    """One scored item (a model input row): the sum of its valid frames' features."""
 
-    key: tuple[str, float]  # (path cell, start second): unique and sortable
+    key: tuple[str, int]  # (path cell, start sample): unique and sortable
     speaker: str
-    features: np.ndarray
+    frame_sum: np.ndarray  # [members, dim], float64
+    frames: int
     seconds: float
 
 
 @dataclass(frozen=True)
 class SpeakerStats:
-    """What a speaker's items share: the baseline their features are judged against."""
+    """What a speaker's items share: the mean frame their frames are judged against."""
 
-    mean: np.ndarray
-    std: np.ndarray
+    mean: np.ndarray  # [members, dim], float64
     items: int
     seconds: float
 
-    def normalise(self, features: np.ndarray) -> np.ndarray:
-        """``features`` ``[n, dim]`` standardised by this speaker's statistics (float32)."""
-        return ((features - self.mean) / self.std).astype(np.float32)
+    def to_json(self) -> dict:
+        return {"items": self.items, "seconds": round(self.seconds, 3),
+                "mean": self.mean.tolist()}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, value: Mapping) -> SpeakerStats:
+        return cls(np.asarray(value["mean"], dtype=np.float64), int(value["items"]),
+                   float(value["seconds"]))  # fmt: skip
 
 
-def speaker_statistics(
-    items: Iterable[Item], *, min_items: int = 1, min_seconds: float = 0.0
-) -> dict[str, SpeakerStats]:
-    """Statistics of every speaker with at least ``min_items`` items and ``min_seconds`` s.
-
-    Speakers with less are left out: their rows use the plain head (the caller says so).
-    """
+def speaker_statistics(items: Iterable[Item]) -> dict[str, SpeakerStats]:
+    """Every speaker's statistics over all of its items."""
     grouped: dict[str, list[Item]] = defaultdict(list)
     for item in items:
         grouped[item.speaker].append(item)
     stats = {}
     for speaker, members in grouped.items():
         members.sort(key=lambda item: item.key)
-        seconds = float(sum(item.seconds for item in members))
-        if len(members) < min_items or seconds < min_seconds:
-            continue
-        stacked = np.stack([item.features for item in members]).astype(np.float64)
-        mean = stacked.mean(axis=0)
-        std = np.maximum(stacked.std(axis=0), STD_FLOOR)
-        stats[speaker] = SpeakerStats(mean, std, len(members), seconds)
+        total = np.zeros_like(members[0].frame_sum, dtype=np.float64)
+        frames, seconds = 0, 0.0
+        for item in members:
+            total += item.frame_sum
+            frames += item.frames
+            seconds += item.seconds
+        stats[speaker] = SpeakerStats(total / max(frames, 1), len(members), seconds)
     return stats
+
+
+def enough(stats: SpeakerStats, min_items: int, min_seconds: float) -> bool:
+    """Whether a speaker has the items and seconds its statistics need to be trusted."""
+    return stats.items >= min_items and stats.seconds >= min_seconds

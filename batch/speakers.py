@@ -22,7 +22,7 @@ import csv
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -113,6 +113,11 @@ class TableSpeakers:
             table.by_path[key] = speaker
         return table
 
+    @classmethod
+    def of(cls, mapping: Mapping[str | Path, str]) -> TableSpeakers:
+        """A table given in memory (the Python API); relative paths are the working folder's."""
+        return cls(Path("speakers"), {_key(p, Path.cwd()): str(s) for p, s in mapping.items()})
+
     def assign(self, path: Path, start_s: float = 0.0, end_s: float = math.inf) -> Assignment:
         speaker = self.by_path.get(_key(path, Path.cwd()))
         if speaker is None:
@@ -184,6 +189,16 @@ class RttmSpeakers:
             )
         # most covered; a tie goes to the first name, so the choice never depends on order
         return Assignment(min(covered, key=lambda speaker: (-covered[speaker], speaker)))
+
+
+def speaker_source(speakers: str | Path | Mapping[str | Path, str]) -> SpeakerSource:
+    """The Python API's ``speakers=``: ``"folder"``, a CSV or RTTM file, or a path->speaker
+    mapping."""
+    if isinstance(speakers, Mapping):
+        return TableSpeakers.of(speakers)
+    if speakers == "folder":
+        return FolderSpeakers()
+    return load_speakers(None, Path(speakers))
 
 
 def load_speakers(speaker_from: str | None, speakers: Path | None) -> SpeakerSource | None:

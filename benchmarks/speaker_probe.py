@@ -20,14 +20,29 @@ import click
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ser.corpus import load_corpus, select
 from ser.training.cache import default_cache_dir
 from ser.training.neural import NeuralConfig, encode_corpus
-from ser.training.speaker_features import PooledStatistics
 
 from common import RAVDESS_16K, WHISPER_TINY, describe_machine
+
+VARIANCE_FLOOR = 1e-8
+
+
+class PooledStatistics(nn.Module):
+    """``states [batch, layers, frames, hidden]``, ``valid [batch, frames]`` to
+    ``[batch, 2 x layers x hidden]``: each layer's mean, then each layer's standard deviation."""
+
+    def forward(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        weights = valid.to(states.dtype)[:, None, :, None]  # [b, 1, t, 1]
+        count = weights.sum(dim=2).clamp(min=1.0)  # [b, 1, 1]
+        mean = (states * weights).sum(dim=2) / count  # [b, layers, hidden]
+        centred = (states - mean[:, :, None, :]) * weights
+        std = torch.sqrt((centred**2).sum(dim=2) / count + VARIANCE_FLOOR)
+        return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
 
 
 def pooled(states: torch.Tensor, valid: torch.Tensor) -> np.ndarray:

@@ -227,6 +227,63 @@ def _exported_frontend(path: Path) -> str:
     return read_metadata(model).frontend
 
 
+@main.command(
+    epilog=examples(
+        "ser-export speaker --model models/whisper-pooled.onnx --checkpoint runs/speaker \\",
+        "    -o speaker.onnx --data ../shared/data/ravdess-speech-16k",
+    )
+)
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An exported neural model (ser-export neural) with the checkpoint's encoder and window.",
+)
+@_checkpoint_option
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The .onnx file."
+)
+@_data_option
+@click.option(
+    "--min-items",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Windows a speaker needs before ser-batch normalises it [default: 5].",
+)
+@click.option(
+    "--min-seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds of audio a speaker needs likewise [default: 10].",
+)
+@one_line_errors
+def speaker(
+    model_path: Path,
+    checkpoint: Path,
+    output: Path,
+    data: Path | None,
+    min_items: int | None,
+    min_seconds: float | None,
+) -> None:
+    """Add the speaker-normalised heads of a checkpoint (ser-train neural --normalize speaker)
+    to an exported model: one encoder pass feeds both heads; the plain outputs are unchanged."""
+    from ser.export.speaker import (
+        DEFAULT_MIN_ITEMS,
+        DEFAULT_MIN_SECONDS,
+        describe,
+        export_speaker,
+    )
+
+    parity = export_speaker(
+        model_path, checkpoint, output, parity_clips=_parity_clips(data),
+        min_items=DEFAULT_MIN_ITEMS if min_items is None else min_items,
+        min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds,
+    )  # fmt: skip
+    size_mb = output.stat().st_size / 1e6
+    click.echo(f"parity ok: {describe(parity)}\nwrote {output} ({size_mb:.1f} MB)")
+
+
 def _parity_clips(data: Path | None) -> list:
     """Every test clip of ``data`` (every clip if it has no test split), as the README says."""
     if data is None:

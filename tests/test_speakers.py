@@ -1,11 +1,12 @@
 """Who speaks: folder, CSV and RTTM sources, hostile lines, and order-free speaker statistics."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ser.batch.speaker_stats import STD_FLOOR, Item, speaker_statistics
+from ser.batch.speaker_stats import Item, SpeakerStats, enough, speaker_statistics
 from ser.batch.speakers import (
     FolderSpeakers,
     RttmSpeakers,
@@ -113,43 +114,50 @@ def test_load_speakers_picks_the_source_and_refuses_both(tmp_path):
         load_speakers(None, tmp_path / "missing.csv")
 
 
-def _items(rng: np.random.Generator) -> list[Item]:
-    items = []
+def _items(rng: np.random.Generator) -> tuple[list[Item], list[np.ndarray]]:
+    """40 items of 3 speakers, and each item's valid frames ``[frames, members, dim]``."""
+    items, frames = [], []
     for n in range(40):
         speaker = f"s{n % 3}"
-        features = rng.normal(loc=n % 3, size=16).astype(np.float32)
-        items.append(Item((f"/a/f{n:02d}.wav", float(n % 5)), speaker, features, 1.0 + n % 4))
-    return items
+        own = rng.normal(loc=n % 3, size=(int(rng.integers(1, 9)), 2, 4))
+        items.append(Item((f"/a/f{n:02d}.wav", n % 5), speaker, own.sum(axis=0), len(own),
+                          1.0 + n % 4))  # fmt: skip
+        frames.append(own)
+    return items, frames
 
 
 def test_speaker_statistics_equal_a_numpy_reference_and_ignore_order():
-    rng = np.random.default_rng(0)
-    items = _items(rng)
+    items, frames = _items(np.random.default_rng(0))
     stats = speaker_statistics(items)
     for speaker in ("s0", "s1", "s2"):
-        mine = np.stack([i.features for i in items if i.speaker == speaker]).astype(np.float64)
+        mine = np.concatenate(
+            [f for i, f in zip(items, frames, strict=True) if i.speaker == speaker]
+        )
         np.testing.assert_allclose(stats[speaker].mean, mine.mean(axis=0), rtol=0, atol=1e-12)
-        np.testing.assert_allclose(stats[speaker].std, mine.std(axis=0), rtol=0, atol=1e-12)
-        assert stats[speaker].items == len(mine)
+        assert stats[speaker].items == sum(i.speaker == speaker for i in items)
     for seed in range(5):  # any order: the same bits
         shuffled = [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
         again = speaker_statistics(shuffled)
         for speaker, value in stats.items():
             assert np.array_equal(again[speaker].mean, value.mean)
-            assert np.array_equal(again[speaker].std, value.std)
 
 
 def test_speakers_below_the_minimum_are_left_to_the_plain_head():
-    items = _items(np.random.default_rng(1))
-    assert set(speaker_statistics(items, min_items=14)) == {"s0"}  # 14, 13 and 13 items
-    seconds = {s: sum(i.seconds for i in items if i.speaker == s) for s in ("s0", "s1", "s2")}
+    items, _ = _items(np.random.default_rng(1))
+    stats = speaker_statistics(items)
+    assert {s for s, v in stats.items() if enough(v, 14, 0.0)} == {"s0"}  # 14, 13, 13 items
+    seconds = {s: v.seconds for s, v in stats.items()}
     least = min(seconds.values())
-    kept = speaker_statistics(items, min_seconds=least + 0.5)
-    assert set(kept) == {s for s, v in seconds.items() if v >= least + 0.5}
+    kept = {s for s, v in stats.items() if enough(v, 1, least + 0.5)}
+    assert kept == {s for s, v in seconds.items() if v >= least + 0.5}
 
 
-def test_a_constant_feature_is_divided_by_the_floor_not_by_zero():
-    items = [Item((f"f{n}", 0.0), "s", np.ones(4, np.float32), 1.0) for n in range(3)]
-    stats = speaker_statistics(items)["s"]
-    assert np.all(stats.std == STD_FLOOR)
-    assert np.all(stats.normalise(np.ones((2, 4), np.float32)) == 0)
+def test_statistics_survive_their_json_file():
+    items, _ = _items(np.random.default_rng(2))
+    stats = speaker_statistics(items)
+    again = {
+        s: SpeakerStats.from_json(json.loads(json.dumps(v.to_json()))) for s, v in stats.items()
+    }
+    for speaker, value in stats.items():
+        assert np.array_equal(again[speaker].mean, value.mean)
+        assert again[speaker].items == value.items

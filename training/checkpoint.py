@@ -18,6 +18,7 @@ from ser.errors import ModelError
 from ser.training.heads import build_head
 
 HEAD_FILE = "head.safetensors"
+SPEAKER_HEAD_FILE = "speaker_head.safetensors"
 CONFIG_FILE = "config.json"
 
 
@@ -26,12 +27,18 @@ class NeuralCheckpoint:
     folder: Path
     config: dict[str, Any]
     head: nn.Module
+    speaker_head: nn.Module | None = None  # trained with --normalize speaker
 
 
-def save_checkpoint(folder: Path, head: nn.Module, config: dict[str, Any]) -> None:
+def save_checkpoint(
+    folder: Path, head: nn.Module, config: dict[str, Any], *, speaker_head: nn.Module | None = None
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().contiguous() for name, tensor in head.state_dict().items()}
-    save_file(state, str(folder / HEAD_FILE))
+    heads = {HEAD_FILE: head, SPEAKER_HEAD_FILE: speaker_head}
+    for name, module in heads.items():
+        if module is not None:
+            state = {key: value.detach().contiguous() for key, value in module.state_dict().items()}
+            save_file(state, str(folder / name))
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
 
@@ -47,7 +54,21 @@ def load_checkpoint(folder: Path) -> NeuralCheckpoint:
     config = json.loads((folder / CONFIG_FILE).read_text())
     if config.get("model") != "neural":
         raise ModelError(f"{folder}: holds a {config.get('model')!r} model, not a neural one")
-    head = build_head(
+    head = _build(config)
+    head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+    speaker_head = None
+    if "speaker" in config:
+        if not (folder / SPEAKER_HEAD_FILE).is_file():
+            raise ModelError(f"{folder}: config.json records a speaker head, but "
+                             f"{SPEAKER_HEAD_FILE} is missing")  # fmt: skip
+        speaker_head = _build(config, bottleneck=config["speaker"]["bottleneck"])
+        speaker_head.load_state_dict(load_file(str(folder / SPEAKER_HEAD_FILE)))
+        speaker_head.eval()
+    return NeuralCheckpoint(folder, config, head.eval(), speaker_head)
+
+
+def _build(config: dict[str, Any], bottleneck: int | None = None) -> nn.Module:
+    return build_head(
         config["head"],
         num_layers=config["num_layers"],
         frames=config["frames"],
@@ -57,6 +78,5 @@ def load_checkpoint(folder: Path) -> NeuralCheckpoint:
         dropout=config.get("dropout", 0.3),
         ensemble=config.get("ensemble", 1),
         recording_norm=config.get("recording_norm", "none"),
+        bottleneck=bottleneck,
     )
-    head.load_state_dict(load_file(str(folder / HEAD_FILE)))
-    return NeuralCheckpoint(folder, config, head.eval())

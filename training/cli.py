@@ -188,6 +188,21 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
     show_default=True,
     help="Fit a temperature on validation and keep it in the model.",
 )
+@click.option(
+    "--normalize",
+    type=click.Choice(["none", "speaker"]),
+    default="none",
+    show_default=True,
+    help="speaker: also train heads on states centred by each speaker's mean (the manifest's "
+    "speaker column), for ser-batch --speaker-from/--speakers. The plain heads are kept.",
+)
+@click.option(
+    "--speaker-bottleneck",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Channels per frame the speaker heads normalise (what ser-batch caches per frame).",
+)
 @one_line_errors
 def neural(
     data: tuple[Path, ...], out: Path, cache_dir: Path | None, views: tuple[int, ...], **options
@@ -209,6 +224,14 @@ def neural(
             for name, scores in corpora.items()
             for split, score in scores.items()
             if split in ("validation", "test")
+        ]
+    speaker = run.metrics.get("speaker")
+    if speaker is not None:
+        parts += [
+            f"speaker-normalised {split} accuracy={speaker[split]['accuracy']:.4f} "
+            f"UAR={speaker[split]['uar']:.4f}"
+            for split in ("validation", "test")
+            if split in speaker
         ]
     temperature = run.metrics["calibration"]["temperature"]
     click.echo(

@@ -40,6 +40,7 @@ class EncodedClips:
     states: torch.Tensor
     valid: torch.Tensor
     targets: torch.Tensor
+    speakers: tuple[str, ...] = ()  # as given in the manifest ("" where it has none)
 
     def __len__(self) -> int:
         return self.states.shape[0]
@@ -147,6 +148,7 @@ def encode_clips(
         states=torch.from_numpy(states),
         valid=torch.from_numpy(valid),
         targets=torch.tensor([labels.index(clip.label) for clip in clips]),
+        speakers=tuple(clip.speaker for clip in clips),
     )
 
 

@@ -134,15 +134,18 @@ class PooledHead(nn.Module):
         dropout: float = 0.3,
         frame_dropout: float = 0.0,
         recording_norm: str = "none",
+        bottleneck: int | None = None,
     ) -> None:
         super().__init__()
         self.frame_dropout = frame_dropout
         self.recording = RecordingNorm(recording_norm)
         self.standardize = Standardize(num_layers, hidden)
         self.mix = LayerMix(num_layers, layers)
-        self.norm = nn.LayerNorm(hidden)
+        self.project = nn.Linear(hidden, bottleneck) if bottleneck else None
+        frame_dim = bottleneck or hidden
+        self.norm = nn.LayerNorm(frame_dim)
         self.frame_net = nn.Sequential(
-            nn.Conv1d(hidden, width, 1),
+            nn.Conv1d(frame_dim, width, 1),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Conv1d(width, width, 1),
@@ -154,8 +157,23 @@ class PooledHead(nn.Module):
         )  # fmt: skip
 
     def forward(self, states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        states = self.standardize(self.recording(states, valid))
-        frames = self.frame_net(self.norm(self.mix(states)).transpose(1, 2))  # [b, width, t]
+        return self.classify_frames(self.frame_features(states, valid), valid)
+
+    def frame_features(
+        self, states: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[batch, frames, dim]``: the states up to the bottleneck, before any non-linearity.
+
+        With a bottleneck (and no recording norm) this is affine in the states, so subtracting
+        a speaker's mean here equals subtracting it from the states first: what speaker mode
+        caches per item (``dim`` numbers a frame instead of ``layers x hidden``).
+        """
+        mixed = self.mix(self.standardize(self.recording(states, valid)))
+        return self.project(mixed) if self.project is not None else mixed
+
+    def classify_frames(self, features: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """Logits from :meth:`frame_features` (or a speaker-centred copy of them)."""
+        frames = self.frame_net(self.norm(features).transpose(1, 2))  # [b, width, t]
         if valid is None:
             valid = torch.ones(
                 frames.shape[0], frames.shape[2], dtype=torch.bool, device=frames.device
@@ -198,10 +216,12 @@ def build_head(
     frame_dropout: float = 0.0,
     ensemble: int = 1,
     recording_norm: str = "none",
+    bottleneck: int | None = None,
 ) -> nn.Module:
     """A head by name; the dropouts apply to ``pooled`` (``reference`` keeps the study's 0.5).
 
-    ``recording_norm`` (see :class:`RecordingNorm`) is for ``pooled`` only.
+    ``recording_norm`` (see :class:`RecordingNorm`) and ``bottleneck`` (a linear projection of
+    the mixed states to that many channels, what speaker mode normalises) are for ``pooled`` only.
 
     ``ensemble`` above 1 gives a :class:`HeadEnsemble` of that many untrained heads (the form a
     checkpoint is loaded into; training fits each member on its own).
@@ -210,17 +230,17 @@ def build_head(
         member = partial(
             build_head, kind, num_layers=num_layers, frames=frames, hidden=hidden,
             classes=classes, layers=layers, dropout=dropout, frame_dropout=frame_dropout,
-            recording_norm=recording_norm,
+            recording_norm=recording_norm, bottleneck=bottleneck,
         )  # fmt: skip
         return HeadEnsemble([member() for _ in range(ensemble)])
     if kind == "reference":
-        if recording_norm != "none":
-            raise ValueError("recording normalisation needs the pooled head (valid frames)")
+        if recording_norm != "none" or bottleneck:
+            raise ValueError("recording norms and bottlenecks need the pooled head")
         return ReferenceHead(num_layers, frames, hidden, classes, layers)
     if kind == "pooled":
         return PooledHead(
             num_layers, hidden, classes, layers, dropout=dropout, frame_dropout=frame_dropout,
-            recording_norm=recording_norm,
+            recording_norm=recording_norm, bottleneck=bottleneck,
         )  # fmt: skip
     raise ValueError(f"unknown head {kind!r}; expected {', '.join(HEADS)}")
 

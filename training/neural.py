@@ -69,6 +69,7 @@ from ser.training.metrics import classification_metrics
 from ser.training.plots import plot_confusion_matrix, plot_reliability, plot_training_curves
 from ser.training.progress import announce_encoding, track
 from ser.training.sampling import balanced_indices, epoch_draws
+from ser.training.speaker_norm import centre_by_speaker, speaker_ids
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ class NeuralConfig:
     recording_norm: str = "none"
     calibrate: bool = True
     samples_per_epoch: int | None = None
+    normalize: str = "none"
+    speaker_bottleneck: int = 32
 
     def views_for(self, corpus_index: int, corpora: int) -> int:
         """Training views of one corpus: one ``views`` for all, or one per corpus in order.
@@ -284,27 +287,11 @@ def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> Ne
     backbone, labels, device = corpus.backbone, LABELS, corpus.device
     frames = backbone.num_frames(corpus.window)
     corpus = _states_on(corpus, device)
-    members, histories, epoch_times, best_epochs = [], [], [], []
-    fit_states, fit_valid = _standardize_sample(corpus)
-    for seed in range(config.seed, config.seed + config.ensemble):
-        torch.manual_seed(seed)
-        head = build_head(
-            config.head, num_layers=backbone.num_layers, frames=frames,
-            hidden=backbone.hidden_size, classes=len(labels), layers=config.layers,
-            dropout=config.dropout, frame_dropout=config.frame_dropout,
-            recording_norm=config.recording_norm,
-        )  # fmt: skip
-        recording = getattr(head, "recording", None)
-        with torch.no_grad():
-            sample = recording(fit_states, fit_valid) if recording is not None else fit_states
-        head.standardize.fit(sample)
-        head, history, epoch_s, best = _fit(head.to(device), corpus, replace(config, seed=seed))
-        members.append(head)
-        histories.append(history)
-        epoch_times.append(epoch_s)
-        best_epochs.append(best)
-    head = HeadEnsemble(members).eval() if config.ensemble > 1 else members[0]
-    history = histories[0]
+    if config.normalize == "speaker":  # fail before any training on a corpus without speakers
+        speakers = _speakers_by_split(corpus)
+    trained = _train_heads(corpus, config, frames)
+    head, members, best_epochs = trained.head, trained.members, trained.best_epochs
+    history = trained.histories[0]
     outputs = {split: _split_logits(head, corpus, split) for split in ("validation", "test")}
     temperature = 1.0
     if config.calibrate:
@@ -312,7 +299,7 @@ def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> Ne
     metrics = _split_metrics(outputs, corpus, labels)
     metrics["calibration"] = _calibration_report(outputs, corpus, temperature)
     metrics["timing"] = _timing(
-        backbone, corpus, float(np.mean(epoch_times)), config.samples_per_epoch
+        backbone, corpus, float(np.mean(trained.epoch_times)), config.samples_per_epoch
     )
     head = head.cpu()
     metrics["best_epoch"] = best_epochs[0]
@@ -345,9 +332,103 @@ def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> Ne
             "transformers": transformers.__version__,
         },
     }
-    save_checkpoint(out_dir, head, run_config)
+    speaker_head = None
+    if config.normalize == "speaker":  # after every plain measurement: this centres in place
+        speaker_head, run_config["speaker"], metrics["speaker"] = _train_speaker_heads(
+            corpus, speakers, config, frames
+        )
+    save_checkpoint(out_dir, head, run_config, speaker_head=speaker_head)
     _write_reports(out_dir, metrics, history, config)
     return NeuralRun(out_dir, metrics, history)
+
+
+@dataclass(frozen=True)
+class TrainedHeads:
+    head: nn.Module  # one head, or the ensemble of ``members``
+    members: list[nn.Module]
+    histories: list[dict]
+    epoch_times: list[float]
+    best_epochs: list[int]
+
+
+def _train_heads(
+    corpus: EncodedCorpus, config: NeuralConfig, frames: int, bottleneck: int | None = None
+) -> TrainedHeads:
+    """``config.ensemble`` heads, seeds ``config.seed`` onwards, each at its best epoch."""
+    backbone = corpus.backbone
+    fit_states, fit_valid = _standardize_sample(corpus)
+    members, histories, epoch_times, best_epochs = [], [], [], []
+    for seed in range(config.seed, config.seed + config.ensemble):
+        torch.manual_seed(seed)
+        head = build_head(
+            config.head, num_layers=backbone.num_layers, frames=frames,
+            hidden=backbone.hidden_size, classes=len(LABELS), layers=config.layers,
+            dropout=config.dropout, frame_dropout=config.frame_dropout,
+            recording_norm=config.recording_norm, bottleneck=bottleneck,
+        )  # fmt: skip
+        recording = getattr(head, "recording", None)
+        with torch.no_grad():
+            sample = recording(fit_states, fit_valid) if recording is not None else fit_states
+        head.standardize.fit(sample)
+        head, history, epoch_s, best = _fit(
+            head.to(corpus.device), corpus, replace(config, seed=seed)
+        )
+        members.append(head)
+        histories.append(history)
+        epoch_times.append(epoch_s)
+        best_epochs.append(best)
+    head = HeadEnsemble(members).eval() if config.ensemble > 1 else members[0]
+    return TrainedHeads(head, members, histories, epoch_times, best_epochs)
+
+
+def _speakers_by_split(corpus: EncodedCorpus) -> dict[str, list[tuple[str, ...]]]:
+    """Every split's speaker ids, per corpus (:func:`speaker_ids` checks there are some)."""
+    return {
+        split: [
+            speaker_ids(getattr(part, split).speakers, part.name)
+            for part in corpus.parts
+            if getattr(part, split) is not None
+        ]
+        for split in ("train", "validation", "test")
+    }
+
+
+def _train_speaker_heads(
+    corpus: EncodedCorpus,
+    speakers: dict[str, list[tuple[str, ...]]],
+    config: NeuralConfig,
+    frames: int,
+) -> tuple[nn.Module, dict, dict]:
+    """Heads on speaker-centred states: every split centred by its own speakers' means, as
+    ``ser-batch --speaker-from folder`` does for a corpus whose folders are its speakers."""
+    if config.head != "pooled" or config.recording_norm != "none":
+        raise CorpusError("--normalize speaker needs the pooled head and no recording norm")
+    for split, per_part in speakers.items():
+        datas = [getattr(part, split) for part in corpus.parts if getattr(part, split) is not None]
+        for data, ids in zip(datas, per_part, strict=True):
+            centre_by_speaker(data, ids)
+    trained = _train_heads(corpus, config, frames, bottleneck=config.speaker_bottleneck)
+    splits = ("validation", "test")
+    outputs = {split: _split_logits(trained.head, corpus, split) for split in splits}
+    temperature = 1.0
+    if config.calibrate:
+        temperature = fit_temperature(outputs["validation"].logits, outputs["validation"].targets)
+    metrics = _split_metrics(outputs, corpus, LABELS)
+    metrics["calibration"] = _calibration_report(outputs, corpus, temperature)
+    metrics["best_epochs"] = trained.best_epochs
+    if config.ensemble > 1:
+        metrics["members"] = [
+            {"seed": config.seed + k, **_accuracies(member, corpus)}
+            for k, member in enumerate(trained.members)
+        ]
+    record = {
+        "normalise": "mean",
+        "where": "frame features (the bottleneck, before any non-linearity)",
+        "bottleneck": config.speaker_bottleneck,
+        "ensemble": config.ensemble,
+        "temperature": round(temperature, 6),
+    }
+    return trained.head.cpu(), record, metrics
 
 
 @dataclass(frozen=True)
@@ -516,6 +597,7 @@ def _concatenate(parts: Sequence[EncodedClips]) -> EncodedClips:
         torch.cat([part.states for part in parts]),
         torch.cat([part.valid for part in parts]),
         torch.cat([part.targets for part in parts]),
+        tuple(speaker for part in parts for speaker in part.speakers),
     )
 
 
@@ -536,7 +618,10 @@ def _states_on(corpus: EncodedCorpus, device: torch.device) -> EncodedCorpus:
     def moved(data: EncodedClips | None) -> EncodedClips | None:
         if data is None:
             return None
-        return EncodedClips(data.states.to(device), data.valid.to(device), data.targets.to(device))
+        return replace(
+            data, states=data.states.to(device), valid=data.valid.to(device),
+            targets=data.targets.to(device),
+        )  # fmt: skip
 
     parts = tuple(
         replace(part, train=moved(part.train), validation=moved(part.validation),

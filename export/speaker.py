@@ -1,0 +1,331 @@
+"""Speaker mode in an exported model: frame features from the one encoder pass, and the head.
+
+The model's graph gains two outputs, ``speaker_frames`` ``[batch, members, frames, dim]`` (each
+speaker head's :meth:`~ser.training.heads.PooledHead.frame_features`) and ``frame_valid``
+``[batch, frames]``, computed from the same encoder states as ``probs``; so ``ser-batch`` runs the
+encoder once per item whichever head it uses. The speaker head itself (frame features centred
+by their speaker's mean in, probabilities out) is a second, small ONNX graph stored base64 in the
+metadata (``speaker_head``), next to a ``speaker`` record saying how to use it. Both are added to
+a graph that exists already (the shipped default included): the speaker branch hangs off the
+encoder states where the plain head's standardisation starts, so the plain path is untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from ser.corpus import Clip
+from ser.errors import ModelError
+from ser.export.neural import NEURAL_TOLERANCE, parity_inputs
+from ser.export.onnx_io import save_model
+from ser.export.parity import ParityError
+from ser.metadata import ModelMetadata
+from ser.training.backbones import load_backbone
+from ser.training.checkpoint import load_checkpoint
+from ser.training.heads import HeadEnsemble, valid_frames
+
+FRAMES_NAME, VALID_NAME = "speaker_frames", "frame_valid"
+OPSET = 17
+PREFIX = "speaker_branch/"
+DEFAULT_MIN_ITEMS = 5
+DEFAULT_MIN_SECONDS = 10.0
+
+
+def members_of(head: nn.Module) -> list[nn.Module]:
+    return list(head.members) if isinstance(head, HeadEnsemble) else [head]
+
+
+class SpeakerFrames(nn.Module):
+    """``audio``, encoder ``states`` -> every member's frame features and the valid-frame mask."""
+
+    def __init__(self, head: nn.Module, samples_per_frame: int) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members_of(head))
+        self.samples_per_frame = samples_per_frame
+
+    def forward(self, audio: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        valid = valid_frames(audio, self.samples_per_frame, states.shape[2])
+        frames = torch.stack([m.frame_features(states, valid) for m in self.members], dim=1)
+        return frames, valid.to(torch.float32)
+
+
+class SpeakerScorer(nn.Module):
+    """Centred frame features ``[n, members, frames, dim]`` and masks -> probabilities.
+
+    Training centred the *states* by the speaker's mean; frame features are affine in the
+    states, so centring them instead differs by each member's features of a zero state, which
+    is added back here.
+    """
+
+    def __init__(self, head: nn.Module, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members_of(head))
+        first = self.members[0]
+        zero = torch.zeros(1, first.standardize.mean.shape[0], 1, first.standardize.mean.shape[2])
+        with torch.no_grad():
+            offsets = torch.stack([m.frame_features(zero)[0, 0] for m in self.members])
+        self.register_buffer("offsets", offsets)  # [members, dim]
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, centred: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        mask = valid > 0.5
+        logs = [
+            torch.log_softmax(m.classify_frames(centred[:, k] + self.offsets[k], mask), dim=-1)
+            for k, m in enumerate(self.members)
+        ]
+        mean_log = torch.logsumexp(torch.stack(logs), dim=0) - np.log(len(logs))
+        return torch.softmax(mean_log / self.temperature, dim=-1)
+
+
+def centre(frames: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``frames`` centred by their mean over all valid frames: the batch as one speaker."""
+    weights = valid.astype(np.float64)[:, None, :, None]
+    mean = (frames.astype(np.float64) * weights).sum(axis=(0, 2)) / weights.sum()
+    return (frames - mean[None, :, None, :]).astype(np.float32)
+
+
+def states_tensor(model: onnx.ModelProto) -> str:
+    """The encoder states in ``model``: the input of the plain head's standardisation."""
+    for node in model.graph.node:
+        if node.op_type == "Sub" and node.input[-1].endswith("standardize.mean"):
+            return node.input[0]
+    raise ModelError(
+        "the graph has no encoder states to attach a speaker head to (no ser pooled head's "
+        "standardisation); export it with ser-export neural"
+    )
+
+
+def _to_onnx(module: nn.Module, example: tuple, inputs, outputs, axes) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, example, buffer, dynamo=False, opset_version=OPSET, input_names=inputs,
+            output_names=outputs, dynamic_axes=axes,
+        )  # fmt: skip
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def branch_graph(head: nn.Module, samples_per_frame: int, window: int) -> onnx.ModelProto:
+    member = members_of(head)[0]
+    layers, hidden = member.standardize.mean.shape[0], member.standardize.mean.shape[2]
+    frames = -(-window // samples_per_frame)
+    example = (torch.randn(2, window) * 0.1, torch.randn(2, layers, frames, hidden))
+    axes = {
+        "audio": {0: "batch", 1: "samples"}, "states": {0: "batch", 2: "frames"},
+        FRAMES_NAME: {0: "batch", 2: "frames"}, VALID_NAME: {0: "batch", 1: "frames"},
+    }  # fmt: skip
+    module = SpeakerFrames(head, samples_per_frame).eval()
+    return _to_onnx(module, example, ["audio", "states"], [FRAMES_NAME, VALID_NAME], axes)
+
+
+def scorer_graph(head: nn.Module, temperature: float, frames: int) -> bytes:
+    members = members_of(head)
+    dim = members[0].frame_features(torch.zeros(1, *members[0].standardize.mean.shape)).shape[-1]
+    example = (torch.randn(2, len(members), frames, dim), torch.ones(2, frames))
+    axes = {"centred": {0: "n", 2: "frames"}, "valid": {0: "n", 1: "frames"}, "probs": {0: "n"}}
+    module = SpeakerScorer(head, temperature).eval()
+    model = _to_onnx(module, example, ["centred", "valid"], ["probs"], axes)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def splice(model: onnx.ModelProto, branch: onnx.ModelProto, audio_name: str) -> onnx.ModelProto:
+    """``model`` with ``branch``'s nodes fed by its audio input and encoder states."""
+    states = states_tensor(model)
+    if any(output.name == FRAMES_NAME for output in model.graph.output):
+        raise ModelError("the model already has a speaker head; export from the plain graph")
+    rename = {"audio": audio_name, "states": states}
+
+    def name(value: str) -> str:
+        if not value:
+            return value
+        return rename.get(value, value if value in (FRAMES_NAME, VALID_NAME) else PREFIX + value)
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for initializer in branch.graph.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(initializer)
+        copy.name = name(initializer.name)
+        out.graph.initializer.append(copy)
+    for node in branch.graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = PREFIX + node.name
+        copy.ClearField("input")
+        copy.input.extend(name(value) for value in node.input)
+        copy.ClearField("output")
+        copy.output.extend(name(value) for value in node.output)
+        out.graph.node.append(copy)
+    out.graph.output.extend(
+        output for output in branch.graph.output if output.name in (FRAMES_NAME, VALID_NAME)
+    )
+    onnx.checker.check_model(out)
+    return out
+
+
+@dataclass(frozen=True)
+class SpeakerParity:
+    max_frames_diff: float
+    max_speaker_prob_diff: float
+    max_plain_prob_diff: float
+    mismatches: int
+
+    def ok(self, tolerance: float) -> bool:
+        return self.max_speaker_prob_diff <= tolerance and self.max_plain_prob_diff <= tolerance
+
+
+def attach_speaker_head(
+    model: onnx.ModelProto,
+    head: nn.Module,
+    *,
+    samples_per_frame: int,
+    window: int,
+    temperature: float,
+    min_items: int,
+    min_seconds: float,
+    record: dict,
+) -> onnx.ModelProto:
+    """``model`` with the speaker branch spliced in and the speaker head in its metadata."""
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    audio_name = props.get("input_name", "audio")
+    out = splice(model, branch_graph(head, samples_per_frame, window), audio_name)
+    frames = -(-window // samples_per_frame)
+    scorer = scorer_graph(head, temperature, frames)
+    spec = {
+        "frames_name": FRAMES_NAME, "valid_name": VALID_NAME, "members": len(members_of(head)),
+        "min_items": min_items, "min_seconds": min_seconds, **record,
+    }  # fmt: skip
+    props.update(speaker=json.dumps(spec, sort_keys=True),
+                 speaker_head=base64.b64encode(scorer).decode())  # fmt: skip
+    del out.metadata_props[:]
+    for key, value in props.items():
+        out.metadata_props.add(key=key, value=value)
+    return out
+
+
+def speaker_parity(
+    original: bytes,
+    attached: onnx.ModelProto,
+    encoder: nn.Module,
+    head: nn.Module,
+    temperature: float,
+    inputs: np.ndarray,
+) -> SpeakerParity:
+    """The attached graph against PyTorch (frame features and speaker probabilities, all inputs
+    taken as one speaker) and against the original graph (plain probabilities)."""
+    props = {prop.key: prop.value for prop in attached.metadata_props}
+    audio, probs_name = props.get("input_name", "audio"), props.get("probs_name", "probs")
+    session = ort.InferenceSession(attached.SerializeToString(), providers=["CPUExecutionProvider"])
+    before = ort.InferenceSession(original, providers=["CPUExecutionProvider"])
+    scorer = ort.InferenceSession(
+        base64.b64decode(props["speaker_head"]), providers=["CPUExecutionProvider"]
+    )
+    plain, frames, valid = session.run([probs_name, FRAMES_NAME, VALID_NAME], {audio: inputs})
+    plain_before = before.run([probs_name], {audio: inputs})[0]
+    with torch.inference_mode():
+        tensor = torch.from_numpy(inputs)
+        states = encoder(tensor)
+        torch_frames, torch_valid = SpeakerFrames(head, encoder.samples_per_frame)(tensor, states)
+        torch_centred = torch.from_numpy(centre(torch_frames.numpy(), torch_valid.numpy() > 0.5))
+        torch_probs = SpeakerScorer(head, temperature)(torch_centred, torch_valid).numpy()
+    onnx_probs = scorer.run(["probs"], {"centred": centre(frames, valid > 0.5), "valid": valid})[0]
+    return SpeakerParity(
+        float(np.abs(frames - torch_frames.numpy()).max()),
+        float(np.abs(onnx_probs - torch_probs).max()),
+        float(np.abs(plain - plain_before).max()),
+        int((onnx_probs.argmax(1) != torch_probs.argmax(1)).sum()),
+    )
+
+
+def describe(parity: SpeakerParity) -> str:
+    return (
+        f"frame features max |d| {parity.max_frames_diff:.2e}, speaker probabilities max |dp| "
+        f"{parity.max_speaker_prob_diff:.2e} ({parity.mismatches} labels differ), plain "
+        f"probabilities against the original graph max |dp| {parity.max_plain_prob_diff:.2e}"
+    )
+
+
+def export_speaker(
+    model_path: Path,
+    checkpoint_dir: Path,
+    out_path: Path,
+    *,
+    parity_clips: Sequence[Clip] = (),
+    min_items: int = DEFAULT_MIN_ITEMS,
+    min_seconds: float = DEFAULT_MIN_SECONDS,
+) -> SpeakerParity:
+    """Attach the speaker heads of ``checkpoint_dir`` to the exported model ``model_path``.
+
+    Raises:
+        ModelError: for a model or checkpoint that do not belong together, or a checkpoint
+            trained without ``--normalize speaker``.
+        ParityError: with the figures, when ONNX Runtime disagrees with PyTorch.
+    """
+    checkpoint = load_checkpoint(checkpoint_dir)
+    config = checkpoint.config
+    if checkpoint.speaker_head is None:
+        raise ModelError(
+            f"{checkpoint_dir}: has no speaker heads; train with ser-train neural --normalize "
+            "speaker"
+        )
+    try:
+        original = onnx.load(str(model_path))
+    except Exception as error:  # onnx raises untyped errors for files that are not ONNX
+        raise ModelError(f"{model_path}: not an ONNX model ({error})") from None
+    props = {prop.key: prop.value for prop in original.metadata_props}
+    metadata = ModelMetadata.from_props(props, source=str(model_path))
+    window = config["window"]
+    if Path(str(metadata.extra.get("backbone", ""))).name != Path(config["backbone"]).name or (
+        metadata.window_s is None or round(metadata.window_s * metadata.sample_rate) != window
+    ):
+        raise ModelError(
+            f"{model_path} (backbone {metadata.extra.get('backbone')}, window "
+            f"{metadata.window_s} s) was not made with the encoder and window of "
+            f"{checkpoint_dir} ({config['backbone']}, {window / config['sample_rate']} s)"
+        )
+    encoder = load_backbone(config["backbone"], whisper_pad_30s=config["whisper_pad_30s"]).eval()
+    speaker = config["speaker"]
+    record = {
+        key: speaker[key] for key in ("normalise", "bottleneck", "ensemble") if key in speaker
+    } | {"manifest_hash": config["manifest_hash"], "validation": _speaker_scores(checkpoint)}
+    attached = attach_speaker_head(
+        original, checkpoint.speaker_head, samples_per_frame=encoder.samples_per_frame,
+        window=window, temperature=speaker.get("temperature", 1.0), min_items=min_items,
+        min_seconds=min_seconds, record=record,
+    )  # fmt: skip
+    inputs = parity_inputs(parity_clips, window)
+    parity = speaker_parity(
+        original.SerializeToString(), attached, encoder, checkpoint.speaker_head,
+        speaker.get("temperature", 1.0), inputs,
+    )  # fmt: skip
+    if not parity.ok(NEURAL_TOLERANCE):
+        raise ParityError(f"{out_path}: the speaker branch disagrees: {describe(parity)}")
+    save_model(attached, out_path)
+    return parity
+
+
+def _speaker_scores(checkpoint) -> dict:
+    """The speaker heads' validation and test figures from the checkpoint's metrics.json."""
+    path = checkpoint.folder / "metrics.json"
+    if not path.is_file():
+        return {}
+    speaker = json.loads(path.read_text()).get("speaker", {})
+    return {
+        split: {key: speaker[split][key] for key in ("accuracy", "uar") if key in speaker[split]}
+        for split in ("validation", "test")
+        if split in speaker
+    }

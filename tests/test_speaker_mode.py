@@ -1,0 +1,367 @@
+"""Speaker-adaptive scoring end to end: training, export, and ser-batch's two passes.
+
+A tiny Whisper is trained on the synthetic corpus with ``--normalize speaker``; its speaker heads
+are attached to its exported plain graph; the validation and test clips, sorted into one folder
+per speaker, are scored in speaker mode and compared with a reference computed here by hand.
+"""
+
+import base64
+import csv
+import json
+import random
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from ser.batch.run import RunOptions, run_scoring
+from ser.batch.session import ScoringModel
+from ser.corpus import load_corpus
+from ser.errors import ModelError, SerError
+from ser.export.neural import export_neural
+from ser.export.speaker import FRAMES_NAME, VALID_NAME, centre, export_speaker
+from ser.training.checkpoint import load_checkpoint
+from ser.training.encoding import EncodedClips
+from ser.training.neural import NeuralConfig, train_neural
+from ser.training.speaker_norm import centre_by_speaker, speaker_ids
+
+from synth import voiced
+
+QUICK = NeuralConfig(
+    window_s=1.0, views=1, epochs=2, augment=False, ensemble=2, normalize="speaker",
+    speaker_bottleneck=4,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def speaker_models(synthetic_manifest, tiny_whisper, tmp_path_factory):
+    """A checkpoint with speaker heads, its plain export, and the export with speaker mode."""
+    root = tmp_path_factory.mktemp("speaker-models")
+    config = replace(QUICK, backbone=str(tiny_whisper))
+    clips = load_corpus(synthetic_manifest)
+    train_neural(clips, root / "checkpoint", root / "cache", config)
+    export_neural(root / "checkpoint", root / "plain.onnx")
+    export_speaker(
+        root / "plain.onnx", root / "checkpoint", root / "speaker.onnx", min_items=2,
+        min_seconds=0.0,
+    )  # fmt: skip
+    return root
+
+
+@pytest.fixture
+def audio(synthetic_manifest, tmp_path) -> Path:
+    """The validation and test clips in one folder per speaker (spk0, spk1, spk2)."""
+    corpus = synthetic_manifest.parent
+    with synthetic_manifest.open() as handle:
+        for row in csv.DictReader(handle):
+            if row["split"] in ("validation", "test"):
+                folder = tmp_path / "audio" / row["speaker"]
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy(corpus / row["path"], folder / row["path"])
+    return tmp_path / "audio"
+
+
+def options(report: Path, model: Path, **kwargs) -> RunOptions:
+    return RunOptions(str(report), model=str(model), speaker_from="folder", **kwargs)
+
+
+def read(report: Path) -> dict[str, dict[str, str]]:
+    with report.open() as handle:
+        return {row["path"]: row for row in csv.DictReader(handle)}
+
+
+def probabilities(row: dict[str, str]) -> np.ndarray:
+    return np.array([float(value) for key, value in row.items() if key.startswith("p_")])
+
+
+def test_speaker_centring_subtracts_each_speakers_mean_over_valid_frames():
+    rng = np.random.default_rng(0)
+    states = torch.from_numpy(rng.standard_normal((4, 2, 3, 5, 2)).astype(np.float32))
+    valid = torch.from_numpy(rng.random((4, 2, 5)) > 0.3)
+    speakers = ("a", "b", "a", "b")
+    expected = states.numpy().astype(np.float64).copy()
+    for name in ("a", "b"):
+        rows = [i for i, s in enumerate(speakers) if s == name]
+        frames = [expected[i, v, :, t] for i in rows for v in range(2) for t in range(5)
+                  if valid[i, v, t]]  # fmt: skip
+        expected[rows] -= np.mean(frames, axis=0)[None, None, :, None, :]
+    data = EncodedClips(states.clone(), valid, torch.zeros(4, dtype=torch.long), speakers)
+    centre_by_speaker(data, speakers)
+    assert np.allclose(data.states.numpy(), expected, atol=1e-5)
+    assert speaker_ids(("1", "2"), "nemo") == ("nemo/1", "nemo/2")
+    with pytest.raises(SerError, match="no speaker"):
+        speaker_ids(("1", ""), "corpus")
+
+
+def test_training_keeps_the_plain_heads_and_adds_speaker_heads(speaker_models):
+    checkpoint = load_checkpoint(speaker_models / "checkpoint")
+    assert checkpoint.speaker_head is not None and len(checkpoint.speaker_head.members) == 2
+    assert checkpoint.speaker_head.members[0].project.out_features == 4
+    assert checkpoint.config["speaker"]["bottleneck"] == 4
+    metrics = json.loads((speaker_models / "checkpoint" / "metrics.json").read_text())
+    assert {"validation", "test", "calibration"} <= set(metrics["speaker"])
+    assert metrics["speaker"]["test"]["n"] == metrics["test"]["n"]
+
+
+def test_the_export_adds_frame_outputs_and_leaves_the_plain_outputs_unchanged(speaker_models):
+    model = onnx.load(str(speaker_models / "speaker.onnx"))
+    outputs = [output.name for output in model.graph.output]
+    assert outputs[-2:] == [FRAMES_NAME, VALID_NAME]
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    spec = json.loads(props["speaker"])
+    assert spec["members"] == 2 and spec["bottleneck"] == 4 and spec["min_items"] == 2
+    rng = np.random.default_rng(3)
+    audio = (0.1 * rng.standard_normal((5, 16_000))).astype(np.float32)
+    plain = ort.InferenceSession(str(speaker_models / "plain.onnx")).run(
+        ["probs"], {"audio": audio}
+    )
+    both = ort.InferenceSession(str(speaker_models / "speaker.onnx"))
+    probs, frames, valid = both.run(["probs", FRAMES_NAME, VALID_NAME], {"audio": audio})
+    assert np.array_equal(probs, plain[0])
+    assert frames.shape[:2] == (5, 2) and frames.shape[3] == 4 and valid.shape == (5, 50)
+    head = ort.InferenceSession(base64.b64decode(props["speaker_head"]))
+    speaker = head.run(["probs"], {"centred": centre(frames, valid > 0.5), "valid": valid})[0]
+    assert speaker.shape == (5, 8) and np.allclose(speaker.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_export_refuses_what_does_not_belong_together(speaker_models, checkpoints, tmp_path):
+    with pytest.raises(ModelError, match="already has a speaker head"):
+        export_speaker(
+            speaker_models / "speaker.onnx", speaker_models / "checkpoint", tmp_path / "x.onnx"
+        )
+    with pytest.raises(ModelError, match="no speaker heads"):
+        export_speaker(
+            speaker_models / "plain.onnx", checkpoints["whisper", "pooled"], tmp_path / "x.onnx"
+        )
+    wav2vec2 = tmp_path / "wav2vec2.onnx"
+    export_neural(checkpoints["wav2vec2", "pooled"], wav2vec2)
+    with pytest.raises(ModelError, match="not made with the encoder"):
+        export_speaker(wav2vec2, speaker_models / "checkpoint", tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def reference_scores(model: Path, audio: Path) -> dict[str, np.ndarray]:
+    """Speaker-mode probabilities computed here: every clip is one window of its speaker."""
+    session = ort.InferenceSession(str(model))
+    props = session.get_modelmeta().custom_metadata_map
+    head = ort.InferenceSession(base64.b64decode(props["speaker_head"]))
+    out = {}
+    for folder in sorted(audio.iterdir()):
+        import soundfile as sf
+
+        paths = sorted(folder.iterdir())
+        windows = np.stack([sf.read(path, dtype="float32")[0] for path in paths])
+        frames, valid = session.run([FRAMES_NAME, VALID_NAME], {"audio": windows})
+        frames = frames.astype(np.float16)  # what the feature cache keeps
+        centred = centre(frames, valid > 0.5)
+        probs = head.run(["probs"], {"centred": centred, "valid": valid})[0]
+        out.update({str(path): p for path, p in zip(paths, probs, strict=True)})
+    return out
+
+
+def test_speaker_mode_scores_each_voice_against_its_own_mean(speaker_models, audio, tmp_path):
+    report = tmp_path / "report.csv"
+    outcome = run_scoring([audio], options(report, speaker_models / "speaker.onnx"))
+    rows = read(report)
+    assert outcome.files == len(rows) == 40 and outcome.failed == 0
+    expected = reference_scores(speaker_models / "speaker.onnx", audio)
+    for path, row in rows.items():
+        assert row["speaker"] == Path(path).parent.name
+        assert row["normalisation"] == "speaker" and row["status"] == "ok" and not row["error"]
+        assert row["speaker_items"] in ("16", "8")  # spk0 and spk1: 16 clips, spk2: 8
+        assert np.abs(probabilities(row) - expected[path]).max() <= 1e-4
+    stats = json.loads((tmp_path / "report.csv.speakers.json").read_text())
+    assert sorted(stats["speakers"]) == ["spk0", "spk1", "spk2"]
+    plain = tmp_path / "plain.csv"
+    run_scoring([audio], RunOptions(str(plain), model=str(speaker_models / "speaker.onnx")))
+    plain_rows = read(plain)
+    assert "speaker" not in next(iter(plain_rows.values()))
+    changed = [p for p in rows if rows[p]["p_neutral"] != plain_rows[p]["p_neutral"]]
+    assert len(changed) > 30  # the speaker head is a different model: its scores differ
+
+
+def test_scores_do_not_depend_on_order_batch_size_or_threads(speaker_models, audio, tmp_path):
+    files = sorted(str(path) for path in audio.rglob("*.wav"))
+    reports = []
+    for n, (batch, workers, threads) in enumerate([(16, 2, None), (1, 1, 1), (7, 3, 2)]):
+        shuffled = files[:]
+        random.Random(n).shuffle(shuffled)
+        listing = tmp_path / f"files-{n}.txt"
+        listing.write_text("\n".join(shuffled) + "\n")
+        report = tmp_path / f"report-{n}.csv"
+        run_scoring(
+            [], options(report, speaker_models / "speaker.onnx", files_from=str(listing),
+                        batch_size=batch, workers=workers, threads=threads),
+        )  # fmt: skip
+        reports.append({path: {k: v for k, v in row.items()} for path, row in read(report).items()})
+    assert reports[0] == reports[1] == reports[2]
+
+
+def test_an_incremental_run_rescores_old_rows_without_the_encoder(
+    speaker_models, audio, tmp_path, monkeypatch
+):
+    encoded = []
+    original = ScoringModel.predict_features
+
+    def counting(self, inputs):
+        encoded.append(len(inputs))
+        return original(self, inputs)
+
+    monkeypatch.setattr(ScoringModel, "predict_features", counting)
+    report = tmp_path / "report.csv"
+    run_scoring([audio], options(report, speaker_models / "speaker.onnx", incremental=True))
+    assert sum(encoded) == 40
+    before = read(report)
+    import soundfile as sf
+
+    sf.write(audio / "spk2" / "new.wav", voiced(300.0, 1.0, amplitude=0.5), 16_000)
+    encoded.clear()
+    run_scoring([audio], options(report, speaker_models / "speaker.onnx", incremental=True))
+    assert sum(encoded) == 1  # only the new file went through the encoder
+    after = read(report)
+    assert after[str(audio / "spk2" / "new.wav")]["speaker_items"] == "9"
+    spk2 = [p for p in before if "/spk2/" in p]
+    others = [p for p in before if "/spk2/" not in p]
+    assert all(after[p]["speaker_items"] == "9" for p in spk2)
+    assert any(probabilities(after[p]).tolist() != probabilities(before[p]).tolist() for p in spk2)
+    assert all(after[p] == before[p] for p in others)  # other speakers' statistics did not move
+
+
+def test_frozen_statistics_keep_old_rows_as_they_were(speaker_models, audio, tmp_path):
+    report = tmp_path / "report.csv"
+    model = speaker_models / "speaker.onnx"
+    with pytest.raises(SerError, match="run once without it"):
+        run_scoring([audio], options(report, model, freeze_speaker_stats=True))
+    run_scoring([audio], options(report, model))
+    before = read(report)
+    import soundfile as sf
+
+    sf.write(audio / "spk2" / "new.wav", voiced(300.0, 1.0, amplitude=0.5), 16_000)
+    run_scoring([audio], options(report, model, incremental=True, freeze_speaker_stats=True))
+    after = read(report)
+    assert all(after[path] == before[path] for path in before)
+
+
+def test_too_little_of_a_speaker_falls_back_to_the_plain_head(speaker_models, audio, tmp_path):
+    lonely = audio / "lonely"
+    lonely.mkdir()
+    shutil.copy(next((audio / "spk0").iterdir()), lonely / "only.wav")
+    report = tmp_path / "report.csv"
+    run_scoring([audio], options(report, speaker_models / "speaker.onnx"))
+    row = read(report)[str(lonely / "only.wav")]
+    plain = tmp_path / "plain.csv"
+    run_scoring([lonely], RunOptions(str(plain), model=str(speaker_models / "speaker.onnx")))
+    assert row["status"] == "ok" and row["normalisation"] == "none" and row["speaker"] == "lonely"
+    assert "speaker lonely has 1 items" in row["error"] and "plain head" in row["error"]
+    assert (
+        probabilities(row).tolist() == probabilities(read(plain)[str(lonely / "only.wav")]).tolist()
+    )
+
+
+def test_a_csv_with_unknown_and_missing_paths_falls_back_row_by_row(
+    speaker_models, audio, tmp_path, capsys
+):
+    files = sorted(audio.rglob("*.wav"))
+    table = tmp_path / "speakers.csv"
+    lines = ["path,speaker", *(f"{path},{path.parent.name}" for path in files[1:]),
+             f"{tmp_path / 'gone.wav'},ghost", "no comma here", ",empty"]  # fmt: skip
+    table.write_text("\n".join(lines) + "\n")
+    report = tmp_path / "report.csv"
+    outcome = run_scoring(
+        [audio], RunOptions(str(report), model=str(speaker_models / "speaker.onnx"), speakers=table)
+    )
+    rows = read(report)
+    assert outcome.failed == 0 and len(rows) == 40
+    missing = rows[str(files[0])]
+    assert missing["normalisation"] == "none" and missing["speaker"] == ""
+    assert missing["error"].endswith("plain head") and missing["status"] == "ok"
+    assert sum(row["normalisation"] == "speaker" for row in rows.values()) == 39
+    assert "speaker lines left out" in capsys.readouterr().err
+
+
+def test_rttm_turns_split_a_file_between_its_speakers(speaker_models, tmp_path):
+    import soundfile as sf
+
+    audio = tmp_path / "calls"
+    audio.mkdir()
+    rttm_lines = []
+    for n in range(3):
+        agent, caller = voiced(140.0, 2.0, amplitude=0.2), voiced(260.0, 2.0, amplitude=0.5)
+        sf.write(audio / f"call{n}.wav", np.concatenate([agent, caller]), 16_000)
+        rttm_lines.append(f"SPEAKER call{n} 1 0.00 2.00 <NA> <NA> agent <NA> <NA>")
+        rttm_lines.append(f"SPEAKER call{n} 1 2.00 2.00 <NA> <NA> caller <NA> <NA>")
+    rttm_lines += ["SPEAKER call0 1 oops 1 <NA> <NA> x <NA> <NA>", "garbage"]
+    rttm = tmp_path / "calls.rttm"
+    rttm.write_text("\n".join(rttm_lines) + "\n")
+    report, segments = tmp_path / "report.csv", tmp_path / "segments.csv"
+    run_scoring(
+        [audio], RunOptions(str(report), model=str(speaker_models / "speaker.onnx"),
+                            speakers=rttm, segments=segments),
+    )  # fmt: skip
+    with segments.open() as handle:
+        windows = list(csv.DictReader(handle))
+    assert len(windows) == 12
+    assert [w["speaker"] for w in windows[:4]] == ["agent", "agent", "caller", "caller"]
+    assert all(w["normalisation"] == "speaker" for w in windows)
+    rows = read(report)
+    assert all(row["normalisation"] == "speaker" and row["status"] == "ok" for row in rows.values())
+    assert {row["speaker"] for row in rows.values()} == {"agent"}  # a tie: the first name
+
+
+def test_speaker_mode_refuses_what_it_cannot_do(speaker_models, audio, tmp_path):
+    with pytest.raises(ModelError, match="no speaker-normalised head"):
+        run_scoring([audio], options(tmp_path / "r.csv", speaker_models / "plain.onnx"))
+    with pytest.raises(SerError, match="needs -o FILE"):
+        run_scoring([audio], options(Path("-"), speaker_models / "speaker.onnx"))
+    with pytest.raises(SerError, match="not both"):
+        run_scoring(
+            [audio], options(tmp_path / "r.csv", speaker_models / "speaker.onnx",
+                             speakers=tmp_path / "s.csv"),
+        )  # fmt: skip
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_the_cli_scores_in_speaker_mode(speaker_models, audio, tmp_path):
+    report = tmp_path / "report.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "ser.batch.cli", "score", str(audio), "-o", str(report),
+         "--model", str(speaker_models / "speaker.onnx"), "--speaker-from", "folder",
+         "--speaker-min-items", "9"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "rows scored against 3 speakers" in result.stderr
+    rows = read(report)
+    spk2 = [row for path, row in rows.items() if "/spk2/" in path]
+    assert all(row["normalisation"] == "none" for row in spk2)  # 8 items, under 9
+    assert sum(row["normalisation"] == "speaker" for row in rows.values()) == 32
+
+
+def test_the_python_api_gives_the_reports_speaker_rows(speaker_models, audio, tmp_path):
+    from ser.batch.api import load_model
+
+    report = tmp_path / "report.csv"
+    run_scoring([audio], options(report, speaker_models / "speaker.onnx"))
+    rows = read(report)
+    model = load_model(str(speaker_models / "speaker.onnx"))
+    paths = sorted(audio.rglob("*.wav"))
+    results = list(model.score_files(paths, speakers="folder"))
+    assert [str(result.path) for result in results] == [str(path) for path in paths]
+    for result in results:
+        expected = rows[str(result.path)]
+        assert result.row() == expected
+        assert result.speaker == expected["speaker"] and result.normalisation == "speaker"
+        probs = np.array(list(result.prediction.probs.values()))
+        assert np.abs(probs - probabilities(expected)).max() <= 5e-5
+    mapping = {path: "everyone" for path in paths}
+    together = {str(r.path): r for r in model.score_files(paths, speakers=mapping)}
+    assert {r.speaker for r in together.values()} == {"everyone"}
+    plain = list(model.score_files(paths[:2]))
+    assert plain[0].speaker is None and "speaker" not in plain[0].row()
