@@ -60,7 +60,8 @@ _data_option = click.option(
     type=click.Path(exists=True, path_type=Path),
     default=None,
     help="Corpus (RAVDESS folder or manifest): parity runs on its test clips, and --quantize "
-    "is judged on its validation clips. Without it, parity uses generated audio.",
+    "(and speaker mode) is judged on its validation clips. Without it, parity uses generated "
+    "audio.",
 )
 
 
@@ -275,13 +276,20 @@ def speaker(
         export_speaker,
     )
 
-    parity = export_speaker(
+    exported = export_speaker(
         model_path, checkpoint, output, parity_clips=_parity_clips(data),
+        validation_clips=_validation_clips(data),
         min_items=DEFAULT_MIN_ITEMS if min_items is None else min_items,
         min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds,
     )  # fmt: skip
-    size_mb = output.stat().st_size / 1e6
-    click.echo(f"parity ok: {describe(parity)}\nwrote {output} ({size_mb:.1f} MB)")
+    click.echo(f"parity ok: {describe(exported.parity)}")
+    if exported.accuracy is not None:
+        accuracy = exported.accuracy
+        click.echo(
+            f"speaker-mode validation accuracy ({accuracy.clips} clips, each speaker by its own "
+            f"clips): {accuracy.onnx:.4f} with the graph, {accuracy.torch:.4f} with PyTorch"
+        )
+    click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
 
 
 def _parity_clips(data: Path | None) -> list:
