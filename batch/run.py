@@ -134,6 +134,8 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     segmentation = options.segmenting()
     sources = [*inputs, *(read_file_list(options.files_from) if options.files_from else [])]
     speaker_source = load_speakers(options.speaker_from, options.speakers)
+    if speaker_source is not None:
+        _check_speaker_mode(options)
     engine = make_engine(options)
     model = engine.model
     # fails on a bad model; names the window, hop and segmentation (part of every row's key)
@@ -142,7 +144,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     report = Path(options.output)
     speaker = None
     if speaker_source is not None:
-        speaker = _speaker_mode(options, engine, speaker_source, report, to_file)
+        speaker = _speaker_mode(options, engine, speaker_source, report)
         settings += SPEAKER_SETTING  # a plain run never reuses speaker-normalised rows
     fmt_rows = RowFormat(
         model.labels, model.name, model.sha256, settings, options.segments is not None
@@ -227,19 +229,22 @@ class SpeakerRun:
     cache: FeatureCache
 
 
-def _speaker_mode(
-    options: RunOptions, engine: Engine, source: SpeakerSource, report: Path, to_file: bool
-) -> SpeakerRun:
-    """Check that speaker mode can run, and switch the model to returning features.
-
-    Raises:
-        UsageError: for a report on stdout or the Ray engine; ModelError for a model without a
-            speaker head.
-    """
-    if not to_file:
+def _check_speaker_mode(options: RunOptions) -> None:
+    """Refuse what speaker mode cannot do, before any engine starts (UsageError)."""
+    if options.output == "-":
         raise UsageError("speaker mode needs -o FILE: its feature cache is kept beside the report")
     if options.engine != "local":
         raise UsageError("speaker mode runs on the local engine (--engine local)")
+
+
+def _speaker_mode(
+    options: RunOptions, engine: Engine, source: SpeakerSource, report: Path
+) -> SpeakerRun:
+    """Switch the engine to returning features, and settle the speaker settings.
+
+    Raises:
+        ModelError: for a model without a speaker head; SerError for unusable frozen statistics.
+    """
     model = engine.model
     head = SpeakerHead(model.metadata, str(model.path))
     settings = SpeakerSettings(
@@ -366,4 +371,12 @@ def _recorded(options: RunOptions) -> dict[str, object]:
         "incremental": options.incremental,
         "device": options.device,
         "threads": options.threads,
+        "speakers": None
+        if options.speaker_from is None and options.speakers is None
+        else {
+            "from": options.speaker_from or str(options.speakers),
+            "min_items": options.speaker_min_items,
+            "min_seconds": options.speaker_min_seconds,
+            "frozen": options.freeze_speaker_stats,
+        },
     }

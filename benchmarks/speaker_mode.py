@@ -103,7 +103,7 @@ def minimum_sweep(model_path: Path, clips: list[Clip]) -> None:
     speakers = np.array([clip.speaker for clip in clips])
     print(f"plain: validation accuracy={np.mean(labels[plain.argmax(1)] == truth):.4f}")
     rng = np.random.default_rng(0)
-    for k in (1, 2, 3, 5, 10, 20, 60):
+    for k in (1, 2, 3, 5, 10, 20, 30, 40, 50, 60):
         scores = []
         for _ in range(DRAWS):
             probs = np.empty_like(plain)
@@ -122,11 +122,15 @@ def minimum_sweep(model_path: Path, clips: list[Clip]) -> None:
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--repeats", default=3, show_default=True)
-def main(model: str, repeats: int) -> None:
+@click.option("--sweep-only", is_flag=True, help="Only the minimum-per-speaker sweep.")
+def main(model: str, repeats: int, sweep_only: bool) -> None:
     started = time.perf_counter()
     path = resolve_model(model)
     print(f"model: {path.name}; machine: {describe_machine()}")
     ravdess = load_corpus(RAVDESS_16K)
+    if sweep_only:
+        minimum_sweep(path, select(ravdess, "validation"))
+        return
     compare(
         "RAVDESS actors 23-24 (--speaker-from folder)", model, select(ravdess, "test"),
         {"speaker_from": "folder"}, repeats,

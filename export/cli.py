@@ -250,13 +250,14 @@ def _exported_frontend(path: Path) -> str:
     "--min-items",
     type=click.IntRange(min=1),
     default=None,
-    help="Windows a speaker needs before ser-batch normalises it [default: 5].",
+    help="Windows a speaker needs before ser-batch normalises it [default: 30, chosen on "
+    "validation].",
 )
 @click.option(
     "--min-seconds",
     type=click.FloatRange(min=0),
     default=None,
-    help="Seconds of audio a speaker needs likewise [default: 10].",
+    help="Seconds of audio a speaker needs likewise [default: 0].",
 )
 @one_line_errors
 def speaker(

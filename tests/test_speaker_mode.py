@@ -320,6 +320,9 @@ def test_speaker_mode_refuses_what_it_cannot_do(speaker_models, audio, tmp_path)
         run_scoring([audio], options(tmp_path / "r.csv", speaker_models / "plain.onnx"))
     with pytest.raises(SerError, match="needs -o FILE"):
         run_scoring([audio], options(Path("-"), speaker_models / "speaker.onnx"))
+    with pytest.raises(SerError, match="local engine"):
+        run_scoring([audio], options(tmp_path / "r.csv", speaker_models / "speaker.onnx",
+                                     engine="ray"))  # fmt: skip
     with pytest.raises(SerError, match="not both"):
         run_scoring(
             [audio], options(tmp_path / "r.csv", speaker_models / "speaker.onnx",
