@@ -132,6 +132,18 @@ def score(inputs: list[str], out: Path, model: str, *extra: str) -> tuple[float,
     return wall, report, segments
 
 
+def truth_rttm(recordings: list[Recording]) -> str:
+    """A perfect diarization: each utterance a turn of its actor (RAVDESS's ``Actor_XX``)."""
+    lines = []
+    for recording in recordings:
+        file_id = Path(recording.name).stem
+        for start, end, _label, path in recording.utterances:
+            actor = path.parent.name
+            lines.append(f"SPEAKER {file_id} 1 {start:.3f} {end - start:.3f} <NA> <NA> {actor} "
+                         "<NA> <NA>")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
     inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
     union = max(a[1], b[1]) - min(a[0], b[0])
@@ -243,9 +255,13 @@ def recording_options(split: str) -> Callable[[Callable], Callable]:
 )  # fmt: skip
 @click.option("--vad-min-silence", default=None, type=float, help="Passed to the vad run.")
 @click.option("--vad-context", default=None, type=float, help="Passed to the vad run.")
+@click.option(
+    "--speaker-mode", is_flag=True,
+    help="Also score with --segmentation vad in speaker mode, from an RTTM of the true actors.",
+)  # fmt: skip
 def main(
     data: Path, split: str, files: int, seed: int, model: str, extra_single: int,
-    vad_min_silence: float | None, vad_context: float | None,
+    vad_min_silence: float | None, vad_context: float | None, speaker_mode: bool,
 ) -> None:  # fmt: skip
     clips = select(read_ravdess(data), split)
     with tempfile.TemporaryDirectory(prefix="ser-long-") as tmp:
@@ -278,13 +294,19 @@ def main(
         )
         print(header)
         print("|---" * 8 + "|")
-        for mode in ("vad", "windows"):
-            extra = ["--segmentation", mode]
+        modes = ("vad", "windows", *(("vad+speaker",) if speaker_mode else ()))
+        for mode in modes:
+            extra = ["--segmentation", mode.removesuffix("+speaker")]
+            if mode == "vad+speaker":
+                rttm = Path(tmp) / "actors.rttm"
+                rttm.write_text(truth_rttm(recordings))
+                extra += ["--speakers", str(rttm)]
             if mode == "vad" and vad_min_silence is not None:
                 extra += ["--vad-min-silence", str(vad_min_silence)]
             if mode == "vad" and vad_context is not None:
                 extra += ["--vad-context", str(vad_context)]
-            wall, report, segments = score([str(folder)], Path(tmp) / mode, model, *extra)
+            out = Path(tmp) / mode.replace("+", "-")
+            wall, report, segments = score([str(folder)], out, model, *extra)
             m = evaluate(recordings, report, segments)
             print(
                 f"| {mode} | {m['precision']:.3f} ({m['segments']} segments) | "

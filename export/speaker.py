@@ -384,7 +384,7 @@ def export_speaker(
     speaker = config["speaker"]
     record = {
         key: speaker[key] for key in ("normalise", "bottleneck", "ensemble") if key in speaker
-    } | {"manifest_hash": config["manifest_hash"], "validation": _speaker_scores(checkpoint)}
+    } | {"manifest_hash": config["manifest_hash"], "pytorch_metrics": _speaker_scores(checkpoint)}
     attached = attach_speaker_head(
         original, checkpoint.speaker_head, samples_per_frame=encoder.samples_per_frame,
         window=window, temperature=speaker.get("temperature", 1.0), min_items=min_items,
