@@ -108,6 +108,17 @@ class FeatureCache:
         except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: score again
             return None
 
+    def prune(self, keys: set[tuple[str, ...]]) -> int:
+        """Remove entries of rows no longer in the report (changed or removed files); returns
+        how many went. Run after the report is written, so a failed run prunes nothing."""
+        wanted = {self._path(key).name for key in keys}
+        removed = 0
+        for entry in self.folder.glob("*.npz") if self.folder.is_dir() else ():
+            if entry.name not in wanted:
+                entry.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def put(self, key: tuple[str, ...], features: FileFeatures) -> None:
         """Write atomically: a killed run leaves whole entries or none."""
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,8 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
                         options=_recorded(options), engine=engine.describe(),
                     )  # fmt: skip
                     journal.remove()
+                if speaker is not None:  # the report is in place: drop features of old rows
+                    speaker.cache.prune({row_key(row) for row in rows})
             except OSError as error:
                 raise OutputFailed(_output_failure(error, report, journal)) from None
         finally:

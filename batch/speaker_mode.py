@@ -24,7 +24,7 @@ import onnxruntime as ort
 from ser.batch.feature_cache import FeatureCache, FileFeatures, MemoryFeatures
 from ser.batch.incremental import row_key
 from ser.batch.report import KEY_COLUMNS, cell, escape_text, path_from_cell, probability_cells
-from ser.batch.scoring import aggregate
+from ser.batch.scoring import Segment, aggregate
 from ser.batch.session import speaker_spec
 from ser.batch.speaker_stats import Item, SpeakerStats, enough, speaker_statistics
 from ser.batch.speakers import Assignment, SpeakerSource
@@ -178,7 +178,9 @@ def _rescore(
     return Rescored(row, segment_rows, file_probs)
 
 
-def _fallback(assignment: Assignment, stats: dict[str, SpeakerStats], settings) -> str:
+def _fallback(
+    assignment: Assignment, stats: dict[str, SpeakerStats], settings: SpeakerSettings
+) -> str:
     """Why an item keeps the plain head ("" when it is scored against its speaker)."""
     if assignment.speaker is None:
         return assignment.reason
@@ -205,7 +207,14 @@ def _main_speaker(entry: _Entry, rate: int) -> str | None:
     return min(seconds, key=lambda speaker: (-seconds[speaker], speaker))
 
 
-def _segment_rows(row, segments, features, assignments, reasons, labels) -> list[Row]:
+def _segment_rows(
+    row: Row,
+    segments: list[Segment],
+    features: FileFeatures,
+    assignments: list[Assignment],
+    reasons: list[str],
+    labels: Sequence[str],
+) -> list[Row]:
     """The file's segment rows, each with the speaker of its first item."""
     key = {column: row[column] for column in ("path", *KEY_COLUMNS)}
     first_row = _first_rows(features, len(segments))

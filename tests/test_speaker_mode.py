@@ -232,6 +232,12 @@ def test_an_incremental_run_rescores_old_rows_without_the_encoder(
     assert all(after[p]["speaker_items"] == "9" for p in spk2)
     assert any(probabilities(after[p]).tolist() != probabilities(before[p]).tolist() for p in spk2)
     assert all(after[p] == before[p] for p in others)  # other speakers' statistics did not move
+    cache = tmp_path / "report.csv.features"
+    assert len(list(cache.glob("*.npz"))) == 41
+    (audio / "spk2" / "new.wav").unlink()
+    run_scoring([audio], options(report, speaker_models / "speaker.onnx", incremental=True))
+    assert len(list(cache.glob("*.npz"))) == 40  # the removed file's features went with its row
+    assert read(report) == before
 
 
 def test_frozen_statistics_keep_old_rows_as_they_were(speaker_models, audio, tmp_path):
