@@ -112,6 +112,14 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
 )
 @click.option("--augment/--no-augment", default=True, show_default=True)
 @click.option(
+    "--augment-background",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of training views given a room background (coloured noise, sometimes mains "
+    "hum) 5-35 dB under the speech; 0: none.",
+)
+@click.option(
     "--frame-dropout",
     default=0.3,
     show_default=True,

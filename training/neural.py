@@ -101,6 +101,7 @@ class NeuralConfig:
     samples_per_epoch: int | None = None
     normalize: str = "none"
     speaker_bottleneck: int = 32
+    augment_background: float = 0.0
 
     def views_for(self, corpus_index: int, corpora: int) -> int:
         """Training views of one corpus: one ``views`` for all, or one per corpus in order.
@@ -227,7 +228,8 @@ def encode_corpus(
         )  # fmt: skip
         train = encode_clips(
             select(own, "train"), views=corpus_views, seed=config.view_seed, train=True,
-            augmentation=Augmentation() if config.augment else None, desc=f"encoding{tag} train",
+            augmentation=Augmentation(background_p=config.augment_background)
+            if config.augment else None, desc=f"encoding{tag} train",
             **shared,
         )  # fmt: skip
         validation = encode_clips(
