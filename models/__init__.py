@@ -11,7 +11,11 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-SHIPPED = {"whisper-pooled": "whisper-pooled.onnx", "forest": "forest.onnx"}
+SHIPPED = {
+    "whisper-pooled": "whisper-pooled.onnx",
+    "whisper-pooled-rooms": "whisper-pooled-rooms.onnx",
+    "forest": "forest.onnx",
+}
 CUDA_VARIANTS: dict[str, str] = {}  # whisper-pooled itself is float32 now: it suits CUDA
 DEFAULT_MODEL = "whisper-pooled"
 VAD_MODEL = "silero_vad_16k_sequence.onnx"
