@@ -259,11 +259,9 @@ class Model:
 
     def _by_speaker(self, scores, speakers, min_items, min_seconds) -> Iterator[FileResult]:
         head = SpeakerHead(self.metadata, self._pool.name)
-        source = speaker_source(speakers)
-        settings = SpeakerSettings(
-            source, head.min_items if min_items is None else min_items,
-            head.min_seconds if min_seconds is None else min_seconds, None,
-        )  # fmt: skip
+        settings = SpeakerSettings.for_head(
+            head, speaker_source(speakers), min_items=min_items, min_seconds=min_seconds
+        )
         fmt = replace(self._format, settings=self._format.settings + SPEAKER_SETTING)
         cache = MemoryFeatures()
         rows = []

@@ -92,11 +92,12 @@ class LocalEngine:
         batch_size: int,
         workers: int,
         segmentation: Segmentation | None = None,
+        features: bool = False,
     ) -> None:
         self.model = model
         self.hop, self.batch_size, self.workers = hop, batch_size, workers
         self.segmentation = segmentation
-        self.features = False  # speaker mode turns it on
+        self.features = features  # speaker mode: each file's items' frame features too
 
     def rows(self, todo: Sequence[Found], fmt: RowFormat) -> Iterator[Scored]:
         scores = score_found(

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Literal
 
-from ser.batch.scoring import FileScore
+from ser.batch.scoring import FileScore, Segment
 from ser.errors import SerError
 from ser.files import atomic_write
 
@@ -118,6 +118,13 @@ def segment_rows(
     score: FileScore, labels: Sequence[str], file_row: dict[str, str]
 ) -> list[dict[str, str]]:
     """One row per window of a scored file, carrying ``file_row``'s path and key."""
+    return window_rows(score.segments, labels, file_row)
+
+
+def window_rows(
+    segments: Sequence[Segment], labels: Sequence[str], file_row: dict[str, str]
+) -> list[dict[str, str]]:
+    """One row per segment (window or speech region), carrying ``file_row``'s path and key."""
     key = {column: file_row[column] for column in ("path", *KEY_COLUMNS)}
     return [
         {
@@ -126,7 +133,7 @@ def segment_rows(
             "end_s": cell("end_s", segment.end_s),
             **probability_cells(segment.probs, labels),
         }
-        for segment in score.segments
+        for segment in segments
     ]
 
 

@@ -92,6 +92,11 @@ class RunOptions:
     speaker_stats: Path | None = None  # None: <report>.speakers.json
     freeze_speaker_stats: bool = False
 
+    @property
+    def speaker_mode(self) -> bool:
+        """Whether the options name who speaks (``--speaker-from`` or ``--speakers``)."""
+        return self.speaker_from is not None or self.speakers is not None
+
     def segmenting(self) -> Segmentation:
         """The segmentation these options ask for.
 
@@ -134,7 +139,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     segmentation = options.segmenting()
     sources = [*inputs, *(read_file_list(options.files_from) if options.files_from else [])]
     speaker_source = load_speakers(options.speaker_from, options.speakers)
-    if speaker_source is not None:
+    if options.speaker_mode:
         _check_speaker_mode(options)
     engine = make_engine(options)
     model = engine.model
@@ -220,7 +225,7 @@ def make_engine(options: RunOptions) -> Engine:
     return LocalEngine(
         model, hop=options.hop, batch_size=options.batch_size,
         workers=options.workers or default_workers(model.provider),
-        segmentation=options.segmenting(),
+        segmentation=options.segmenting(), features=options.speaker_mode,
     )  # fmt: skip
 
 
@@ -242,23 +247,21 @@ def _check_speaker_mode(options: RunOptions) -> None:
 def _speaker_mode(
     options: RunOptions, engine: Engine, source: SpeakerSource, report: Path
 ) -> SpeakerRun:
-    """Switch the engine to returning features, and settle the speaker settings.
+    """The speaker settings and head (the engine keeps features: see :func:`make_engine`).
 
     Raises:
         ModelError: for a model without a speaker head; SerError for unusable frozen statistics.
     """
     model = engine.model
     head = SpeakerHead(model.metadata, str(model.path))
-    settings = SpeakerSettings(
-        source,
-        head.min_items if options.speaker_min_items is None else options.speaker_min_items,
-        head.min_seconds if options.speaker_min_seconds is None else options.speaker_min_seconds,
-        options.speaker_stats or report.with_name(report.name + ".speakers.json"),
-        options.freeze_speaker_stats,
-    )
+    settings = SpeakerSettings.for_head(
+        head, source, min_items=options.speaker_min_items,
+        min_seconds=options.speaker_min_seconds,
+        stats_file=options.speaker_stats or report.with_name(report.name + ".speakers.json"),
+        freeze=options.freeze_speaker_stats,
+    )  # fmt: skip
     if settings.freeze:
         read_stats(settings.stats_file, model.sha256)  # fail now, before any scoring
-    engine.features = True
     return SpeakerRun(settings, head, FeatureCache.beside(report))
 
 
@@ -374,7 +377,7 @@ def _recorded(options: RunOptions) -> dict[str, object]:
         "device": options.device,
         "threads": options.threads,
         "speakers": None
-        if options.speaker_from is None and options.speakers is None
+        if not options.speaker_mode
         else {
             "from": options.speaker_from or str(options.speakers),
             "min_items": options.speaker_min_items,

@@ -312,8 +312,8 @@ def aggregate(
     speech), its segments and its seconds of speech (None without vad)."""
     totals = _Totals()
     segments = totals.add(inputs, probs, rate)
-    score = totals.score(Found(Path(".")), 0.0, segments, rate)
-    return score.probs, segments, score.speech_s
+    file_probs, speech_s = totals.result(rate)
+    return file_probs, segments, speech_s
 
 
 class _Totals:
@@ -345,11 +345,16 @@ class _Totals:
             segments.append(Segment(start / rate, end / rate, mean.astype(np.float32)))
         return segments
 
+    def result(self, rate: int) -> tuple[np.ndarray | None, float | None]:
+        """The file's probabilities (None without speech) and seconds of speech (None
+        without vad)."""
+        probs = None if self.total is None else (self.total / self.weight).astype(np.float32)
+        return probs, None if self.speech is None else self.speech / rate
+
     def score(
         self, found: Found, duration_s: float, segments: list[Segment], rate: int
     ) -> FileScore:
-        probs = None if self.total is None else (self.total / self.weight).astype(np.float32)
-        speech_s = None if self.speech is None else self.speech / rate
+        probs, speech_s = self.result(rate)
         return FileScore(found, duration_s, probs, segments, speech_s=speech_s)
 
 

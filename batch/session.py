@@ -27,6 +27,7 @@ import re
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,16 +206,7 @@ class ScoringModel:
             ModelError: when the model answers with another shape (a wrong model file), which
                 the caller turns into error rows for the batch's files.
         """
-        probs = self.session.run(
-            [self.metadata.probs_name], {self.metadata.input_name: inputs.astype(np.float32)}
-        )[0]
-        expected = (len(inputs), len(self.metadata.labels))
-        if probs.shape != expected:
-            raise ModelError(
-                f"{self.path.name} returned probabilities of shape {probs.shape} for "
-                f"{len(inputs)} inputs (expected {expected}); is it a ser model?"
-            )
-        return probs
+        return self._run([self.metadata.probs_name], inputs)[0]
 
     def predict_features(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities, speaker frame features (float16) and valid-frame masks of a batch,
@@ -223,18 +215,26 @@ class ScoringModel:
         Raises:
             ModelError: for a model without speaker outputs, or outputs of the wrong shape.
         """
-        spec = speaker_spec(self.metadata, str(self.path))
-        names = [self.metadata.probs_name, spec["frames_name"], spec["valid_name"]]
-        probs, frames, valid = self.session.run(
-            names, {self.metadata.input_name: inputs.astype(np.float32)}
-        )
-        expected = (len(inputs), len(self.metadata.labels))
-        if probs.shape != expected or len(frames) != len(inputs) or len(valid) != len(inputs):
-            raise ModelError(
-                f"{self.path.name} returned {probs.shape} probabilities and {frames.shape} "
-                f"frame features for {len(inputs)} inputs (expected {expected})"
-            )
+        probs, frames, valid = self._run([self.metadata.probs_name, *self._speaker_outputs], inputs)
         return probs, frames.astype(np.float16), valid.astype(bool)
+
+    @functools.cached_property
+    def _speaker_outputs(self) -> tuple[str, str]:
+        spec = speaker_spec(self.metadata, str(self.path))
+        return spec["frames_name"], spec["valid_name"]
+
+    def _run(self, names: list[str], inputs: np.ndarray) -> list[np.ndarray]:
+        """The graph's ``names`` outputs for ``inputs``, each checked to have a row per input
+        (and the probabilities, first, a column per label)."""
+        outputs = self.session.run(names, {self.metadata.input_name: inputs.astype(np.float32)})
+        expected = (len(inputs), len(self.metadata.labels))
+        if outputs[0].shape != expected or any(len(out) != len(inputs) for out in outputs[1:]):
+            shapes = ", ".join(str(out.shape) for out in outputs)
+            raise ModelError(
+                f"{self.path.name} returned probabilities of shape {shapes} for {len(inputs)} "
+                f"inputs (expected {expected}); is it a ser model?"
+            )
+        return outputs
 
 
 def speaker_spec(metadata: ModelMetadata, source: str) -> dict:
@@ -313,17 +313,20 @@ class SessionPool:
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities ``[n, labels]`` for a batch of model inputs, on a free session."""
-        member = self._free.get()
-        try:
+        with self._borrow() as member:
             return member.predict(inputs)
-        finally:
-            self._free.put(member)
 
     def predict_features(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`ScoringModel.predict_features` on a free session."""
+        with self._borrow() as member:
+            return member.predict_features(inputs)
+
+    @contextlib.contextmanager
+    def _borrow(self) -> Iterator[ScoringModel]:
+        """A free session, given back however the caller leaves."""
         member = self._free.get()
         try:
-            return member.predict_features(inputs)
+            yield member
         finally:
             self._free.put(member)
 

@@ -23,8 +23,8 @@ import onnxruntime as ort
 
 from ser.batch.feature_cache import FeatureCache, FileFeatures, MemoryFeatures
 from ser.batch.incremental import row_key
-from ser.batch.report import KEY_COLUMNS, cell, escape_text, path_from_cell, probability_cells
-from ser.batch.scoring import Segment, aggregate
+from ser.batch.report import escape_text, path_from_cell, probability_cells, window_rows
+from ser.batch.scoring import aggregate
 from ser.batch.session import speaker_spec
 from ser.batch.speaker_stats import Item, SpeakerStats, enough, speaker_statistics
 from ser.batch.speakers import Assignment, SpeakerSource
@@ -75,12 +75,31 @@ class SpeakerSettings:
     stats_file: Path | None  # None: not written (the Python API)
     freeze: bool = False
 
+    @classmethod
+    def for_head(
+        cls,
+        head: SpeakerHead,
+        source: SpeakerSource,
+        *,
+        min_items: int | None = None,
+        min_seconds: float | None = None,
+        stats_file: Path | None = None,
+        freeze: bool = False,
+    ) -> SpeakerSettings:
+        """Settings whose minimums default to the model's own (``None``: its metadata's)."""
+        return cls(
+            source, head.min_items if min_items is None else min_items,
+            head.min_seconds if min_seconds is None else min_seconds, stats_file, freeze,
+        )  # fmt: skip
 
-@dataclass
+
+@dataclass(frozen=True)
 class _Entry:
+    """A row, who speaks in each of its items, and each item's seconds (None: no features)."""
+
     row: Row
-    features: FileFeatures | None
     assignments: list[Assignment]
+    seconds: list[float] | None
 
 
 @dataclass(frozen=True)
@@ -103,30 +122,43 @@ def rescore_by_speaker(
     model_sha256: str,
 ) -> tuple[list[Rescored], dict[str, SpeakerStats]]:
     """Every row (in order) in speaker mode, and the statistics used (written to
-    ``settings.stats_file`` unless it is None)."""
-    entries = [_entry(row, cache, settings.source, sample_rate) for row in rows]
-    stats = speaker_statistics(item for entry in entries for item in _items(entry, sample_rate))
+    ``settings.stats_file`` unless it is None).
+
+    Each row's features are read twice, once for the statistics and once to score it, so that
+    memory holds one file's features at a time rather than the whole report's.
+    """
+    entries, items = [], []
+    for row in rows:
+        features = _features(row, cache)
+        entry = _entry(row, features, settings.source, sample_rate)
+        entries.append(entry)
+        items += _items(entry, features, sample_rate)
+    stats = speaker_statistics(items)
     if settings.freeze:
         stats.update(read_stats(settings.stats_file, model_sha256))
-    rescored = [_rescore(entry, stats, head, settings, labels, sample_rate) for entry in entries]
+    rescored = [
+        _rescore(entry, _features(entry.row, cache), stats, head, settings, labels, sample_rate)
+        for entry in entries
+    ]
     if settings.stats_file is not None:
         write_stats(settings.stats_file, stats, model_sha256)
     return rescored, stats
 
 
-def _entry(
-    row: Row, cache: FeatureCache | MemoryFeatures, source: SpeakerSource, rate: int
-) -> _Entry:
-    features = cache.get(row_key(row)) if row.get("status") == "ok" else None
+def _features(row: Row, cache: FeatureCache | MemoryFeatures) -> FileFeatures | None:
+    return cache.get(row_key(row)) if row.get("status") == "ok" else None
+
+
+def _entry(row: Row, features: FileFeatures | None, source: SpeakerSource, rate: int) -> _Entry:
     path = path_from_cell(row["path"])
     if features is None:
-        return _Entry(row, None, [source.assign(path, 0.0, float("inf"))])
+        return _Entry(row, [source.assign(path, 0.0, float("inf"))], None)
     spans = [features.item_span(r) for r in range(len(features.starts))]
-    return _Entry(row, features, [source.assign(path, s / rate, e / rate) for s, e in spans])
+    seconds = ((features.ends - features.starts) / rate).tolist()
+    return _Entry(row, [source.assign(path, s / rate, e / rate) for s, e in spans], seconds)
 
 
-def _items(entry: _Entry, rate: int) -> list[Item]:
-    features = entry.features
+def _items(entry: _Entry, features: FileFeatures | None, rate: int) -> list[Item]:
     if features is None:
         return []
     items = []
@@ -135,23 +167,23 @@ def _items(entry: _Entry, rate: int) -> list[Item]:
             continue
         valid = features.valid[r]
         frame_sum = features.frames[r][:, valid, :].astype(np.float64).sum(axis=1)
-        seconds = (int(features.ends[r]) - int(features.starts[r])) / rate
         key = (entry.row["path"], int(features.starts[r]))
-        items.append(Item(key, assignment.speaker, frame_sum, int(valid.sum()), seconds))
+        items.append(Item(key, assignment.speaker, frame_sum, int(valid.sum()), entry.seconds[r]))
     return items
 
 
 def _rescore(
     entry: _Entry,
+    features: FileFeatures | None,
     stats: dict[str, SpeakerStats],
     head: SpeakerHead,
     settings: SpeakerSettings,
     labels: Sequence[str],
     rate: int,
 ) -> Rescored:
-    row, features = dict(entry.row), entry.features
+    row = dict(entry.row)
     reasons = [_fallback(a, stats, settings) for a in entry.assignments]
-    main = _main_speaker(entry, rate)
+    main = _main_speaker(entry)
     row["speaker"] = escape_text(main or "")
     row["speaker_items"] = str(stats[main].items) if main in stats else ""
     if features is None:  # an error or no-speech row: nothing to score
@@ -174,7 +206,10 @@ def _rescore(
     problems = list(dict.fromkeys(reason for reason in reasons if reason))
     if problems:
         row["error"] = escape_text(f"{'; '.join(problems)}: plain head")
-    segment_rows = _segment_rows(row, segments, features, entry.assignments, reasons, labels)
+    segment_rows = window_rows(segments, labels, row)
+    for segment_row, r in zip(segment_rows, _first_rows(features, len(segments)), strict=True):
+        segment_row["speaker"] = escape_text(entry.assignments[r].speaker or "")
+        segment_row["normalisation"] = "none" if reasons[r] else "speaker"
     return Rescored(row, segment_rows, file_probs)
 
 
@@ -194,41 +229,15 @@ def _fallback(
     return ""
 
 
-def _main_speaker(entry: _Entry, rate: int) -> str | None:
+def _main_speaker(entry: _Entry) -> str | None:
     """The speaker of most of the file's items' audio (a tie: the first name)."""
     seconds: dict[str, float] = defaultdict(float)
-    features = entry.features
     for r, assignment in enumerate(entry.assignments):
         if assignment.speaker is not None:
-            span = 1.0 if features is None else (features.ends[r] - features.starts[r]) / rate
-            seconds[assignment.speaker] += float(span)
+            seconds[assignment.speaker] += 1.0 if entry.seconds is None else entry.seconds[r]
     if not seconds:
         return None
     return min(seconds, key=lambda speaker: (-seconds[speaker], speaker))
-
-
-def _segment_rows(
-    row: Row,
-    segments: list[Segment],
-    features: FileFeatures,
-    assignments: list[Assignment],
-    reasons: list[str],
-    labels: Sequence[str],
-) -> list[Row]:
-    """The file's segment rows, each with the speaker of its first item."""
-    key = {column: row[column] for column in ("path", *KEY_COLUMNS)}
-    first_row = _first_rows(features, len(segments))
-    return [
-        {
-            **key,
-            "start_s": cell("start_s", segment.start_s),
-            "end_s": cell("end_s", segment.end_s),
-            **probability_cells(segment.probs, labels),
-            "speaker": escape_text(assignments[r].speaker or ""),
-            "normalisation": "none" if reasons[r] else "speaker",
-        }
-        for segment, r in zip(segments, first_row, strict=True)
-    ]
 
 
 def _first_rows(features: FileFeatures, count: int) -> list[int]:
