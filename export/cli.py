@@ -215,17 +215,9 @@ def check(model: Path, checkpoint: Path | None, model_dir: Path | None, data: Pa
 
 def _exported_frontend(path: Path) -> str:
     """The frontend an exported model's metadata declares (``egemaps`` or ``waveform``)."""
-    import onnx
+    from ser.export.onnx_io import load_onnx, read_metadata
 
-    from ser.errors import ModelError
-    from ser.export.onnx_io import read_metadata
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # onnx raises assorted errors for files that are not ONNX
-        reason = " ".join(str(error).split())[:200]
-        raise ModelError(f"{path}: not an ONNX model ({reason})") from None
-    return read_metadata(model).frontend
+    return read_metadata(load_onnx(path, external_data=False)).frontend
 
 
 @main.command(
@@ -270,18 +262,11 @@ def speaker(
 ) -> None:
     """Add the speaker-normalised heads of a checkpoint (ser-train neural --normalize speaker)
     to an exported model: one encoder pass feeds both heads; the plain outputs are unchanged."""
-    from ser.export.speaker import (
-        DEFAULT_MIN_ITEMS,
-        DEFAULT_MIN_SECONDS,
-        describe,
-        export_speaker,
-    )
+    from ser.export.speaker import describe, export_speaker
 
     exported = export_speaker(
         model_path, checkpoint, output, parity_clips=_parity_clips(data),
-        validation_clips=_validation_clips(data),
-        min_items=DEFAULT_MIN_ITEMS if min_items is None else min_items,
-        min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds,
+        validation_clips=_validation_clips(data), min_items=min_items, min_seconds=min_seconds,
     )  # fmt: skip
     click.echo(f"parity ok: {describe(exported.parity)}")
     if exported.accuracy is not None:

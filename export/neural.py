@@ -211,19 +211,27 @@ def trace_to_onnx(classifier: nn.Module, window: int, *, dynamic_length: bool) -
     """The TorchScript exporter, with a dynamic batch axis (and time axis if ``dynamic_length``)."""
     example = torch.from_numpy(np.random.default_rng(0).standard_normal((2, window)) * 0.1).float()
     axes = {0: "batch", 1: "samples"} if dynamic_length else {0: "batch"}
+    return module_to_onnx(
+        classifier, (example,), [INPUT_NAME], [LOGITS_NAME, PROBS_NAME],
+        {INPUT_NAME: axes, LOGITS_NAME: {0: "batch"}, PROBS_NAME: {0: "batch"}},
+    )  # fmt: skip
+
+
+def module_to_onnx(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> onnx.ModelProto:
+    """``module`` through the TorchScript exporter at ser's opset, checked by ONNX."""
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            classifier,
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[LOGITS_NAME, PROBS_NAME],
-            dynamic_axes={INPUT_NAME: axes, LOGITS_NAME: {0: "batch"}, PROBS_NAME: {0: "batch"}},
-        )
+            module, example, buffer, dynamo=False, opset_version=OPSET, input_names=input_names,
+            output_names=output_names, dynamic_axes=dynamic_axes,
+        )  # fmt: skip
     model = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(model)
     return model

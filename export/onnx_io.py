@@ -7,6 +7,7 @@ from pathlib import Path
 
 import onnx
 
+from ser.errors import ModelError
 from ser.files import publish
 from ser.metadata import ModelMetadata
 
@@ -18,6 +19,15 @@ def attach_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> onnx.Mod
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     return model
+
+
+def load_onnx(path: Path, *, external_data: bool = True) -> onnx.ModelProto:
+    """``path`` as an ONNX model; ModelError in one line for a file that is not one."""
+    try:
+        return onnx.load(str(path), load_external_data=external_data)
+    except Exception as error:  # onnx raises protobuf's untyped errors for non-ONNX files
+        reason = " ".join(str(error).split())[:200]
+        raise ModelError(f"{path}: not an ONNX model ({reason})") from None
 
 
 def read_metadata(model: onnx.ModelProto) -> ModelMetadata:

@@ -17,7 +17,7 @@ from ser.corpus import Clip
 from ser.errors import ModelError
 from ser.export.invariance import InvarianceReport, require_invariance
 from ser.export.neural import accept_reduced, check_invariance, parity_inputs
-from ser.export.onnx_io import read_metadata, save_model
+from ser.export.onnx_io import load_onnx, read_metadata, save_model
 from ser.export.optimize import dequantize_dynamic_int8, quantize_int8
 
 PRECISIONS = ("int8", "float32")
@@ -52,7 +52,7 @@ def requantize(
         raise ModelError(f"unknown precision {precision!r}; expected {' or '.join(PRECISIONS)}")
     if not validation_clips:
         raise ModelError("requantize needs validation clips (--data) to judge accuracy")
-    original = _load(model_path)
+    original = load_onnx(model_path)
     metadata = read_metadata(original)
     if metadata.frontend != "waveform" or not metadata.window_s:
         raise ModelError(f"{model_path}: not a ser waveform model (frontend {metadata.frontend})")
@@ -71,12 +71,3 @@ def requantize(
     )
     save_model(final, out_path)
     return Requantized(final, invariance)
-
-
-def _load(path: Path) -> onnx.ModelProto:
-    try:
-        return onnx.load(path)
-    except Exception as error:  # onnx raises protobuf's untyped errors for non-ONNX files
-        raise ModelError(
-            f"{path}: not an ONNX model ({' '.join(str(error).split())[:200]})"
-        ) from None

@@ -13,11 +13,9 @@ encoder states where the plain head's standardisation starts, so the plain path 
 from __future__ import annotations
 
 import base64
-import io
 import json
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +26,11 @@ from torch import nn
 
 from ser.corpus import Clip
 from ser.errors import ModelError
-from ser.export.neural import NEURAL_TOLERANCE, parity_inputs
-from ser.export.onnx_io import save_model
+from ser.export.neural import NEURAL_TOLERANCE, module_to_onnx, parity_inputs
+from ser.export.onnx_io import attach_metadata, load_onnx, read_metadata, save_model
 from ser.export.parity import ParityError
 from ser.metadata import ModelMetadata
-from ser.training.backbones import load_backbone
+from ser.training.backbones import SpeechEncoder, load_backbone
 from ser.training.checkpoint import load_checkpoint
 from ser.training.heads import HeadEnsemble, valid_frames
 
@@ -108,28 +106,18 @@ def states_tensor(model: onnx.ModelProto) -> str:
     )
 
 
-def _to_onnx(module: nn.Module, example: tuple, inputs, outputs, axes) -> onnx.ModelProto:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, example, buffer, dynamo=False, opset_version=OPSET, input_names=inputs,
-            output_names=outputs, dynamic_axes=axes,
-        )  # fmt: skip
-    return onnx.load_from_string(buffer.getvalue())
-
-
-def branch_graph(head: nn.Module, samples_per_frame: int, window: int) -> onnx.ModelProto:
+def branch_graph(
+    head: nn.Module, samples_per_frame: int, window: int, frames: int
+) -> onnx.ModelProto:
     member = members_of(head)[0]
     layers, hidden = member.standardize.mean.shape[0], member.standardize.mean.shape[2]
-    frames = -(-window // samples_per_frame)
     example = (torch.randn(2, window) * 0.1, torch.randn(2, layers, frames, hidden))
     axes = {
         "audio": {0: "batch", 1: "samples"}, "states": {0: "batch", 2: "frames"},
         FRAMES_NAME: {0: "batch", 2: "frames"}, VALID_NAME: {0: "batch", 1: "frames"},
     }  # fmt: skip
     module = SpeakerFrames(head, samples_per_frame).eval()
-    return _to_onnx(module, example, ["audio", "states"], [FRAMES_NAME, VALID_NAME], axes)
+    return module_to_onnx(module, example, ["audio", "states"], [FRAMES_NAME, VALID_NAME], axes)
 
 
 def scorer_graph(head: nn.Module, temperature: float, frames: int) -> bytes:
@@ -138,9 +126,9 @@ def scorer_graph(head: nn.Module, temperature: float, frames: int) -> bytes:
     example = (torch.randn(2, len(members), frames, dim), torch.ones(2, frames))
     axes = {"centred": {0: "n", 2: "frames"}, "valid": {0: "n", 1: "frames"}, "probs": {0: "n"}}
     module = SpeakerScorer(head, temperature).eval()
-    model = _to_onnx(module, example, ["centred", "valid"], ["probs"], axes)
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return module_to_onnx(
+        module, example, ["centred", "valid"], ["probs"], axes
+    ).SerializeToString()
 
 
 def splice(model: onnx.ModelProto, branch: onnx.ModelProto, audio_name: str) -> onnx.ModelProto:
@@ -201,9 +189,10 @@ class SpeakerParity:
 
 def attach_speaker_head(
     model: onnx.ModelProto,
+    metadata: ModelMetadata,
     head: nn.Module,
     *,
-    samples_per_frame: int,
+    encoder: SpeechEncoder,
     window: int,
     temperature: float,
     min_items: int,
@@ -211,21 +200,26 @@ def attach_speaker_head(
     record: dict,
 ) -> onnx.ModelProto:
     """``model`` with the speaker branch spliced in and the speaker head in its metadata."""
-    props = {prop.key: prop.value for prop in model.metadata_props}
-    audio_name = props.get("input_name", "audio")
-    out = splice(model, branch_graph(head, samples_per_frame, window), audio_name)
-    frames = -(-window // samples_per_frame)
-    scorer = scorer_graph(head, temperature, frames)
+    frames = encoder.num_frames(window)
+    branch = branch_graph(head, encoder.samples_per_frame, window, frames)
+    out = splice(model, branch, metadata.input_name)
     spec = {
         "frames_name": FRAMES_NAME, "valid_name": VALID_NAME, "members": len(members_of(head)),
         "min_items": min_items, "min_seconds": min_seconds, **record,
     }  # fmt: skip
-    props.update(speaker=json.dumps(spec, sort_keys=True),
-                 speaker_head=base64.b64encode(scorer).decode())  # fmt: skip
-    del out.metadata_props[:]
-    for key, value in props.items():
-        out.metadata_props.add(key=key, value=value)
-    return out
+    scorer = scorer_graph(head, temperature, frames)
+    extra = {**metadata.extra, "speaker": spec, "speaker_head": base64.b64encode(scorer).decode()}
+    return attach_metadata(out, replace(metadata, extra=extra))
+
+
+def _sessions(attached: onnx.ModelProto) -> tuple[ort.InferenceSession, ort.InferenceSession]:
+    """ONNX Runtime sessions (CPU) of the attached graph and of the speaker head it carries."""
+    cpu = ["CPUExecutionProvider"]
+    speaker_head = read_metadata(attached).extra["speaker_head"]
+    return (
+        ort.InferenceSession(attached.SerializeToString(), providers=cpu),
+        ort.InferenceSession(base64.b64decode(speaker_head), providers=cpu),
+    )
 
 
 def speaker_parity(
@@ -238,17 +232,14 @@ def speaker_parity(
 ) -> SpeakerParity:
     """The attached graph against PyTorch, piece by piece (all inputs taken as one speaker),
     and its plain probabilities against the original graph's."""
-    props = {prop.key: prop.value for prop in attached.metadata_props}
-    audio, probs_name = props.get("input_name", "audio"), props.get("probs_name", "probs")
+    metadata = read_metadata(attached)
+    audio, probs_name = metadata.input_name, metadata.probs_name
     probe = onnx.ModelProto()
     probe.CopyFrom(attached)
     states_name = states_tensor(attached)
     probe.graph.output.append(onnx.helper.make_tensor_value_info(states_name, 1, None))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session, scorer = _sessions(probe)
     before = ort.InferenceSession(original, providers=["CPUExecutionProvider"])
-    scorer = ort.InferenceSession(
-        base64.b64decode(props["speaker_head"]), providers=["CPUExecutionProvider"]
-    )
     names = [probs_name, FRAMES_NAME, VALID_NAME, states_name]
     plain, frames, valid, states = session.run(names, {audio: inputs})
     plain_before = before.run([probs_name], {audio: inputs})[0]
@@ -305,11 +296,8 @@ def speaker_accuracy(
     labels: Sequence[str],
 ) -> SpeakerAccuracy:
     """Speaker-mode accuracy on ``clips`` with PyTorch's encoder and with the graph's."""
-    props = {prop.key: prop.value for prop in attached.metadata_props}
-    session = ort.InferenceSession(attached.SerializeToString(), providers=["CPUExecutionProvider"])
-    scorer = ort.InferenceSession(
-        base64.b64decode(props["speaker_head"]), providers=["CPUExecutionProvider"]
-    )
+    audio = read_metadata(attached).input_name
+    session, scorer = _sessions(attached)
     inputs = parity_inputs(clips, window)
     branch, torch_head = (
         SpeakerFrames(head, encoder.samples_per_frame),
@@ -318,7 +306,7 @@ def speaker_accuracy(
     graph_parts, torch_parts = [], []
     for start in range(0, len(inputs), 16):
         batch = inputs[start : start + 16]
-        graph_parts.append(session.run([FRAMES_NAME, VALID_NAME], {props["input_name"]: batch}))
+        graph_parts.append(session.run([FRAMES_NAME, VALID_NAME], {audio: batch}))
         with torch.inference_mode():
             tensor = torch.from_numpy(batch)
             torch_parts.append([t.numpy() for t in branch(tensor, encoder(tensor))])
@@ -348,10 +336,13 @@ def export_speaker(
     *,
     parity_clips: Sequence[Clip] = (),
     validation_clips: Sequence[Clip] = (),
-    min_items: int = DEFAULT_MIN_ITEMS,
-    min_seconds: float = DEFAULT_MIN_SECONDS,
+    min_items: int | None = None,
+    min_seconds: float | None = None,
 ) -> SpeakerExport:
     """Attach the speaker heads of ``checkpoint_dir`` to the exported model ``model_path``.
+
+    ``min_items`` and ``min_seconds`` (None: :data:`DEFAULT_MIN_ITEMS`,
+    :data:`DEFAULT_MIN_SECONDS`) become the model's default minimum per speaker.
 
     Raises:
         ModelError: for a model or checkpoint that do not belong together, or a checkpoint
@@ -365,12 +356,10 @@ def export_speaker(
             f"{checkpoint_dir}: has no speaker heads; train with ser-train neural --normalize "
             "speaker"
         )
-    try:
-        original = onnx.load(str(model_path))
-    except Exception as error:  # onnx raises untyped errors for files that are not ONNX
-        raise ModelError(f"{model_path}: not an ONNX model ({error})") from None
-    props = {prop.key: prop.value for prop in original.metadata_props}
-    metadata = ModelMetadata.from_props(props, source=str(model_path))
+    original = load_onnx(model_path)
+    metadata = ModelMetadata.from_props(
+        {prop.key: prop.value for prop in original.metadata_props}, source=str(model_path)
+    )
     window = config["window"]
     if Path(str(metadata.extra.get("backbone", ""))).name != Path(config["backbone"]).name or (
         metadata.window_s is None or round(metadata.window_s * metadata.sample_rate) != window
@@ -386,9 +375,10 @@ def export_speaker(
         key: speaker[key] for key in ("normalise", "bottleneck", "ensemble") if key in speaker
     } | {"manifest_hash": config["manifest_hash"], "pytorch_metrics": _speaker_scores(checkpoint)}
     attached = attach_speaker_head(
-        original, checkpoint.speaker_head, samples_per_frame=encoder.samples_per_frame,
-        window=window, temperature=speaker.get("temperature", 1.0), min_items=min_items,
-        min_seconds=min_seconds, record=record,
+        original, metadata, checkpoint.speaker_head, encoder=encoder, window=window,
+        temperature=speaker.get("temperature", 1.0),
+        min_items=DEFAULT_MIN_ITEMS if min_items is None else min_items,
+        min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds, record=record,
     )  # fmt: skip
     inputs = parity_inputs(parity_clips, window)
     parity = speaker_parity(
