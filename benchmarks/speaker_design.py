@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
+from speaker_probe import normalise, pooled
+
 from ser.corpus import load_corpus, select
 from ser.labels import LABELS
 from ser.training.backbones import load_backbone
@@ -36,27 +38,6 @@ from ser.training.speaker_norm import centre_by_speaker
 from common import RAVDESS_16K, describe_machine
 
 NEMO = RAVDESS_16K.parent / "nemo-16k" / "manifest.csv"
-
-
-def pooled(data: EncodedClips) -> np.ndarray:
-    """``[clips x views, 2 x layers x hidden]``: each window's mean and std per layer."""
-    states, valid = data.states.flatten(0, 1), data.valid.flatten(0, 1)
-    out = []
-    for start in range(0, len(states), 256):
-        s = states[start : start + 256].double()
-        w = valid[start : start + 256].double()[:, None, :, None]
-        mean = (s * w).sum(2) / w.sum(2)
-        std = torch.sqrt((((s - mean[:, :, None]) * w) ** 2).sum(2) / w.sum(2) + 1e-8)
-        out.append(torch.cat([mean.flatten(1), std.flatten(1)], 1).numpy())
-    return np.concatenate(out)
-
-
-def by_speaker(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    for speaker in np.unique(speakers):
-        rows = speakers == speaker
-        out[rows] = x[rows] - x[rows].mean(axis=0)
-    return out
 
 
 def mlp_probs(train, validation, others, seeds=3, epochs=40) -> list[np.ndarray]:
@@ -128,10 +109,12 @@ def main(checkpoint: Path, nemo: Path) -> None:
     speakers = {name: np.array([c.speaker for c in clips]) for name, clips in sets.items()}
     views = train.states.shape[1]
     train_speakers = np.repeat(np.array(train.speakers), views)
-    x = by_speaker(pooled(train), train_speakers)
+    x = normalise(pooled(train.states, train.valid), train_speakers, "mean")
     y = np.repeat(train.targets.numpy(), views)
     names = list(sets)
-    features = [by_speaker(pooled(encoded[n]), speakers[n]) for n in names]
+    features = [
+        normalise(pooled(encoded[n].states, encoded[n].valid), speakers[n], "mean") for n in names
+    ]
     targets = {n: encoded[n].targets.numpy() for n in names}
     mlp = mlp_probs((x, y), (features[0], targets[names[0]]), features)
     print(f"machine: {describe_machine()}; checkpoint {checkpoint}")

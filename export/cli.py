@@ -22,6 +22,11 @@ def main() -> None:
     """Export trained models to ONNX with their labels, sample rate and window inside."""
 
 
+_output_option = click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The .onnx file."
+)
+
+
 @main.command(
     epilog=examples(
         "ser-export forest --model runs/forest -o forest.onnx",
@@ -35,9 +40,7 @@ def main() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder written by ser-train forest.",
 )
-@click.option(
-    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The .onnx file."
-)
+@_output_option
 @one_line_errors
 def forest(model_dir: Path, output: Path) -> None:
     """The eGeMAPS RandomForest through skl2onnx (probabilities, no ZipMap)."""
@@ -73,9 +76,7 @@ _data_option = click.option(
     )
 )
 @_checkpoint_option
-@click.option(
-    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The .onnx file."
-)
+@_output_option
 @_data_option
 @click.option("--optimize", is_flag=True, help="Apply ONNX Runtime graph optimisations offline.")
 @click.option(
@@ -234,9 +235,7 @@ def _exported_frontend(path: Path) -> str:
     help="An exported neural model (ser-export neural) with the checkpoint's encoder and window.",
 )
 @_checkpoint_option
-@click.option(
-    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The .onnx file."
-)
+@_output_option
 @_data_option
 @click.option(
     "--min-items",

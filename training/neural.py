@@ -292,28 +292,12 @@ def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> Ne
     if config.normalize == "speaker":  # fail before any training on a corpus without speakers
         speakers = _speakers_by_split(corpus)
     trained = _train_heads(corpus, config, frames)
-    head, members, best_epochs = trained.head, trained.members, trained.best_epochs
     history = trained.histories[0]
-    outputs = {split: _split_logits(head, corpus, split) for split in ("validation", "test")}
-    temperature = 1.0
-    if config.calibrate:
-        temperature = fit_temperature(outputs["validation"].logits, outputs["validation"].targets)
-    metrics = _split_metrics(outputs, corpus, labels)
-    metrics["calibration"] = _calibration_report(outputs, corpus, temperature)
+    metrics, temperature = _evaluate(trained, corpus, config)
     metrics["timing"] = _timing(
         backbone, corpus, float(np.mean(trained.epoch_times)), config.samples_per_epoch
     )
-    head = head.cpu()
-    metrics["best_epoch"] = best_epochs[0]
-    if config.ensemble > 1:
-        metrics["members"] = [
-            {"seed": config.seed + k, **_accuracies(member, corpus), "best_epoch": best}
-            for k, (member, best) in enumerate(zip(members, best_epochs, strict=True))
-        ]  # fmt: skip
-        metrics["ensemble_validation_uar"] = [
-            round(_selection_uar(_split_logits(HeadEnsemble(members[:k]), corpus, "validation")), 4)
-            for k in range(1, len(members) + 1)
-        ]
+    head = trained.head.cpu()
 
     run_config = {
         "model": "neural",
@@ -383,6 +367,33 @@ def _train_heads(
     return TrainedHeads(head, members, histories, epoch_times, best_epochs)
 
 
+def _evaluate(
+    trained: TrainedHeads, corpus: EncodedCorpus, config: NeuralConfig
+) -> tuple[dict, float]:
+    """Trained heads' metrics (per split, corpus and member; calibration) and the temperature
+    fitted on validation (1 with ``--no-calibrate``)."""
+    outputs = {
+        split: _split_logits(trained.head, corpus, split) for split in ("validation", "test")
+    }
+    temperature = 1.0
+    if config.calibrate:
+        temperature = fit_temperature(outputs["validation"].logits, outputs["validation"].targets)
+    metrics = _split_metrics(outputs, corpus, LABELS)
+    metrics["calibration"] = _calibration_report(outputs, corpus, temperature)
+    members, best_epochs = trained.members, trained.best_epochs
+    metrics["best_epoch"] = best_epochs[0]
+    if config.ensemble > 1:
+        metrics["members"] = [
+            {"seed": config.seed + k, **_accuracies(member, corpus), "best_epoch": best}
+            for k, (member, best) in enumerate(zip(members, best_epochs, strict=True))
+        ]  # fmt: skip
+        metrics["ensemble_validation_uar"] = [
+            round(_selection_uar(_split_logits(HeadEnsemble(members[:k]), corpus, "validation")), 4)
+            for k in range(1, len(members) + 1)
+        ]
+    return metrics, temperature
+
+
 def _speakers_by_split(corpus: EncodedCorpus) -> dict[str, list[tuple[str, ...]]]:
     """Every split's speaker ids, per corpus (:func:`speaker_ids` checks there are some)."""
     return {
@@ -410,19 +421,8 @@ def _train_speaker_heads(
         for data, ids in zip(datas, per_part, strict=True):
             centre_by_speaker(data, ids)
     trained = _train_heads(corpus, config, frames, bottleneck=config.speaker_bottleneck)
-    splits = ("validation", "test")
-    outputs = {split: _split_logits(trained.head, corpus, split) for split in splits}
-    temperature = 1.0
-    if config.calibrate:
-        temperature = fit_temperature(outputs["validation"].logits, outputs["validation"].targets)
-    metrics = _split_metrics(outputs, corpus, LABELS)
-    metrics["calibration"] = _calibration_report(outputs, corpus, temperature)
+    metrics, temperature = _evaluate(trained, corpus, config)
     metrics["best_epochs"] = trained.best_epochs
-    if config.ensemble > 1:
-        metrics["members"] = [
-            {"seed": config.seed + k, **_accuracies(member, corpus)}
-            for k, member in enumerate(trained.members)
-        ]
     record = {
         "normalise": "mean",
         "where": "frame features (the bottleneck, before any non-linearity)",

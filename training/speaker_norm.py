@@ -11,7 +11,6 @@ mean over its items, :mod:`ser.batch.speaker_stats`) gives exactly what training
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -58,8 +57,9 @@ def centre_by_speaker(data: EncodedClips, speakers: Sequence[str]) -> EncodedCli
     large, and the plain heads are trained before this is called)."""
     if len(speakers) != len(data):
         raise ValueError(f"{len(speakers)} speakers for {len(data)} clips")
+    names = np.asarray(speakers)
     for speaker, mean in speaker_means(data, speakers).items():
-        for row in np.flatnonzero(np.asarray(speakers) == speaker).tolist():
+        for row in np.flatnonzero(names == speaker).tolist():
             centred = data.states[row].float() - mean[None, :, None, :]
             data.states[row] = centred.to(data.states.dtype)
-    return replace(data)
+    return data
