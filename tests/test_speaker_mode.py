@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import soundfile as sf
 import torch
 
 from ser.batch.run import RunOptions, run_scoring
@@ -154,8 +155,6 @@ def reference_scores(model: Path, audio: Path) -> dict[str, np.ndarray]:
     head = ort.InferenceSession(base64.b64decode(props["speaker_head"]))
     out = {}
     for folder in sorted(audio.iterdir()):
-        import soundfile as sf
-
         paths = sorted(folder.iterdir())
         windows = np.stack([sf.read(path, dtype="float32")[0] for path in paths])
         frames, valid = session.run([FRAMES_NAME, VALID_NAME], {"audio": windows})
@@ -219,8 +218,6 @@ def test_an_incremental_run_rescores_old_rows_without_the_encoder(
     run_scoring([audio], options(report, speaker_models / "speaker.onnx", incremental=True))
     assert sum(encoded) == 40
     before = read(report)
-    import soundfile as sf
-
     sf.write(audio / "spk2" / "new.wav", voiced(300.0, 1.0, amplitude=0.5), 16_000)
     encoded.clear()
     run_scoring([audio], options(report, speaker_models / "speaker.onnx", incremental=True))
@@ -247,8 +244,6 @@ def test_frozen_statistics_keep_old_rows_as_they_were(speaker_models, audio, tmp
         run_scoring([audio], options(report, model, freeze_speaker_stats=True))
     run_scoring([audio], options(report, model))
     before = read(report)
-    import soundfile as sf
-
     sf.write(audio / "spk2" / "new.wav", voiced(300.0, 1.0, amplitude=0.5), 16_000)
     run_scoring([audio], options(report, model, incremental=True, freeze_speaker_stats=True))
     after = read(report)
@@ -293,8 +288,6 @@ def test_a_csv_with_unknown_and_missing_paths_falls_back_row_by_row(
 
 
 def test_rttm_turns_split_a_file_between_its_speakers(speaker_models, tmp_path):
-    import soundfile as sf
-
     audio = tmp_path / "calls"
     audio.mkdir()
     rttm_lines = []
