@@ -1,12 +1,14 @@
 """A content-keyed on-disk cache of numpy arrays (features, encoder hidden states).
 
-Keys hash the audio file's identity (resolved path, size, modification time) together with
-everything that shapes the array (feature set and version, backbone, window, augmentation), so a
-changed file or a changed model can never return a stale array.
+Keys hash the audio file's bytes together with everything that shapes the array (feature set and
+version, backbone, window, augmentation), so a changed file or a changed model can never return a
+stale array, while the same corpus copied, re-synced or spelled by another path (which changes
+modification times and paths, not audio) keeps its cache.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -25,12 +27,24 @@ def default_cache_dir() -> Path:
     return Path(base) / "ser"
 
 
-def file_key(path: Path, *parts: object) -> str:
-    """A hex key for ``path`` as it is now on disk, plus any configuration ``parts``."""
+@functools.lru_cache(maxsize=65536)
+def _digest(resolved: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes, read once per process while the file stays unchanged."""
     stat = path.stat()
-    text = "\x1f".join(
-        [str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), *map(str, parts)]
-    )
+    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def file_key(path: Path, *parts: object) -> str:
+    """A hex key for the audio in ``path`` (its bytes, not its name) and configuration ``parts``."""
+    text = "\x1f".join([content_digest(path), *map(str, parts)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -8,13 +8,12 @@ apart from float32 ones).
 
 On a GPU the encoder is rarely what takes the time: decoding and augmenting the clips is. So
 the views of the next batches are prepared by ``workers`` threads while the current batch is
-encoded (each clip's views depend only on its path and the seed, never on the thread).
+encoded (each clip's views depend only on its audio and the seed, never on its path or the thread).
 """
 
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from ser.audio import center_window, load_audio
 from ser.corpus import Clip
 from ser.training.augment import Augmentation, random_crop
 from ser.training.backbones import SpeechEncoder
-from ser.training.cache import ArrayCache, file_key
+from ser.training.cache import ArrayCache, content_digest, file_key
 from ser.training.devices import encoder_arithmetic
 from ser.training.heads import valid_frames
 from ser.training.progress import Stage, human_bytes
@@ -71,7 +70,7 @@ def clip_views(
     signal = load_audio(clip.path)
     if not train:
         return center_window(signal, window)[None, :]
-    rng = np.random.default_rng([seed, zlib.crc32(str(clip.path).encode())])
+    rng = np.random.default_rng([seed, int(content_digest(clip.path)[:16], 16)])
     crops = []
     for _ in range(views):
         view = augmentation.apply(signal, rng) if augmentation else signal
