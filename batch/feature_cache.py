@@ -21,6 +21,8 @@ import numpy as np
 
 from ser.batch.frontends import ModelInputs
 
+REQUIRED_ARRAYS = {"frames", "valid", "probs", "starts", "ends", "samples"}
+
 
 @dataclass(frozen=True)
 class FileFeatures:
@@ -100,12 +102,18 @@ class FeatureCache:
         return self.folder / f"{digest}.npz"
 
     def has(self, key: tuple[str, ...]) -> bool:
-        return self._path(key).is_file()
+        """Whether a whole entry is there (a truncated or foreign file is not: its row is scored
+        again rather than kept without features)."""
+        try:
+            with np.load(self._path(key)) as arrays:
+                return set(arrays.files) >= REQUIRED_ARRAYS
+        except Exception:  # missing, truncated, not a zip: all mean "no entry"
+            return False
 
     def get(self, key: tuple[str, ...]) -> FileFeatures | None:
         try:
             return FileFeatures.from_bytes(self._path(key).read_bytes())
-        except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: score again
+        except Exception:  # missing or damaged in any way: score again
             return None
 
     def prune(self, keys: set[tuple[str, ...]]) -> int:

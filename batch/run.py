@@ -47,6 +47,7 @@ from ser.batch.speaker_mode import (
     SpeakerSettings,
     read_stats,
     rescore_by_speaker,
+    write_stats,
 )
 from ser.batch.speakers import SpeakerSource, load_speakers, summarise_problems
 from ser.errors import SerError
@@ -193,7 +194,8 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
                         options=_recorded(options), engine=engine.describe(),
                     )  # fmt: skip
                     journal.remove()
-                if speaker is not None:  # the report is in place: drop features of old rows
+                if speaker is not None:  # the report is in place: its statistics, and drop
+                    write_stats(speaker.settings.stats_file, stats, model.sha256)  # old features
                     speaker.cache.prune({row_key(row) for row in rows})
             except OSError as error:
                 raise OutputFailed(_output_failure(error, report, journal)) from None
@@ -242,6 +244,8 @@ def _check_speaker_mode(options: RunOptions) -> None:
         raise UsageError("speaker mode needs -o FILE: its feature cache is kept beside the report")
     if options.engine != "local":
         raise UsageError("speaker mode runs on the local engine (--engine local)")
+    if options.speaker_stats is not None:
+        check_output(str(options.speaker_stats), "json", "speaker statistics file")
 
 
 def _speaker_mode(
@@ -261,7 +265,7 @@ def _speaker_mode(
         freeze=options.freeze_speaker_stats,
     )  # fmt: skip
     if settings.freeze:
-        read_stats(settings.stats_file, model.sha256)  # fail now, before any scoring
+        read_stats(settings.stats_file, model.sha256, head.mean_shape)  # fail before scoring
     return SpeakerRun(settings, head, FeatureCache.beside(report))
 
 

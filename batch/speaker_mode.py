@@ -53,6 +53,8 @@ class SpeakerHead:
             raise ModelError(f"{source}: its speaker head cannot be loaded ({error})") from None
         self.min_items = int(self.spec.get("min_items", 1))
         self.min_seconds = float(self.spec.get("min_seconds", 0.0))
+        self.mean_shape = (int(self.spec.get("members", 1)), int(self.spec.get("bottleneck", 0)))
+        """A speaker's mean frame: one feature vector per ensemble member."""
 
     def probs(self, centred: np.ndarray, valid: np.ndarray, batch_size: int = 64) -> np.ndarray:
         outputs = [
@@ -121,8 +123,9 @@ def rescore_by_speaker(
     sample_rate: int,
     model_sha256: str,
 ) -> tuple[list[Rescored], dict[str, SpeakerStats]]:
-    """Every row (in order) in speaker mode, and the statistics used (written to
-    ``settings.stats_file`` unless it is None).
+    """Every row (in order) in speaker mode, and the statistics used (for the caller to write
+    to ``settings.stats_file`` once the report is in place, so that the file never describes
+    rows that were not published).
 
     Each row's features are read twice, once for the statistics and once to score it, so that
     memory holds one file's features at a time rather than the whole report's.
@@ -135,13 +138,11 @@ def rescore_by_speaker(
         items += _items(entry, features, sample_rate)
     stats = speaker_statistics(items)
     if settings.freeze:
-        stats.update(read_stats(settings.stats_file, model_sha256))
+        stats.update(read_stats(settings.stats_file, model_sha256, head.mean_shape))
     rescored = [
         _rescore(entry, _features(entry.row, cache), stats, head, settings, labels, sample_rate)
         for entry in entries
     ]
-    if settings.stats_file is not None:
-        write_stats(settings.stats_file, stats, model_sha256)
     return rescored, stats
 
 
@@ -154,8 +155,22 @@ def _entry(row: Row, features: FileFeatures | None, source: SpeakerSource, rate:
     if features is None:
         return _Entry(row, [source.assign(path, 0.0, float("inf"))], None)
     spans = [features.item_span(r) for r in range(len(features.starts))]
-    seconds = ((features.ends - features.starts) / rate).tolist()
-    return _Entry(row, [source.assign(path, s / rate, e / rate) for s, e in spans], seconds)
+    assignments = [source.assign(path, s / rate, e / rate) for s, e in spans]
+    return _Entry(row, assignments, _own_seconds(features, assignments, rate))
+
+
+def _own_seconds(features: FileFeatures, assignments: list[Assignment], rate: int) -> list[float]:
+    """Each item's audio that no earlier item of the same speaker in the file covers, so that
+    overlapping windows (``--hop`` under the window) count each second of a speaker once."""
+    covered: dict[str | None, int] = {}
+    seconds = [0.0] * len(assignments)
+    for r in np.argsort(features.starts, kind="stable").tolist():
+        start, end = int(features.starts[r]), int(features.ends[r])
+        speaker = assignments[r].speaker
+        reached = covered.get(speaker, start)
+        seconds[r] = max(0, end - max(start, reached)) / rate
+        covered[speaker] = max(reached, end)
+    return seconds
 
 
 def _items(entry: _Entry, features: FileFeatures | None, rate: int) -> list[Item]:
@@ -186,9 +201,13 @@ def _rescore(
     main = _main_speaker(entry)
     row["speaker"] = escape_text(main or "")
     row["speaker_items"] = str(stats[main].items) if main in stats else ""
-    if features is None:  # an error or no-speech row: nothing to score
-        row["normalisation"] = "none"
+    row["normalisation"] = "none"
+    if features is None:
+        if row.get("status") == "ok":  # its features went missing: never keep stale scores
+            _unscored(row, "speaker mode: its cached features cannot be read; scored again by "
+                      "the next run")  # fmt: skip
         return Rescored(row, [], None)
+    row["error"] = ""  # an earlier run's fallback reason no longer holds unless said below
     probs = features.probs.astype(np.float32).copy()
     normalised = [r for r, reason in enumerate(reasons) if not reason]
     if normalised:
@@ -211,6 +230,14 @@ def _rescore(
         segment_row["speaker"] = escape_text(entry.assignments[r].speaker or "")
         segment_row["normalisation"] = "none" if reasons[r] else "speaker"
     return Rescored(row, segment_rows, file_probs)
+
+
+def _unscored(row: Row, reason: str) -> None:
+    """Turn ``row`` into an error row (retried by the next incremental run)."""
+    for column in list(row):
+        if column in ("label", "confidence") or column.startswith("p_"):
+            row[column] = ""
+    row.update(status="error", error=escape_text(reason))
 
 
 def _fallback(
@@ -261,26 +288,33 @@ def write_stats(path: Path, stats: dict[str, SpeakerStats], model_sha256: str) -
         out.write(json.dumps(document, indent=1))
 
 
-def read_stats(path: Path, model_sha256: str) -> dict[str, SpeakerStats]:
-    """Statistics kept from an earlier run of the same model.
+def read_stats(
+    path: Path, model_sha256: str, mean_shape: tuple[int, int]
+) -> dict[str, SpeakerStats]:
+    """Statistics kept from an earlier run of the same model, each mean finite and of
+    ``mean_shape``.
 
     Raises:
         SerError: when the file is missing, malformed, or from another model.
     """
     try:
         document = json.loads(path.read_text())
-        if document.get("format") != STATS_FORMAT:
+        if not isinstance(document, dict) or document.get("format") != STATS_FORMAT:
             raise ValueError(f"not a {STATS_FORMAT} file")
         if document["model_sha256"] != model_sha256[:16]:
             raise SerError(
                 f"{path}: speaker statistics of model {document['model_sha256']}, not of this "
                 f"model ({model_sha256[:16]}); drop --freeze-speaker-stats to compute them anew"
             )
-        return {name: SpeakerStats.from_json(v) for name, v in document["speakers"].items()}
+        stats = {name: SpeakerStats.from_json(v) for name, v in document["speakers"].items()}
+        for name, found in stats.items():
+            if found.mean.shape != mean_shape or not np.all(np.isfinite(found.mean)):
+                raise ValueError(f"speaker {name}: the mean is not {mean_shape} finite numbers")
+        return stats
     except OSError as error:
         raise SerError(
             f"--freeze-speaker-stats: cannot read {path} ({error.strerror or error}); run "
             "once without it to write the statistics"
         ) from None
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise SerError(f"{path}: malformed speaker statistics ({error})") from None

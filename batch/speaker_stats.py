@@ -46,13 +46,14 @@ class SpeakerStats:
 
 
 def speaker_statistics(items: Iterable[Item]) -> dict[str, SpeakerStats]:
-    """Every speaker's statistics over all of its items."""
-    grouped: dict[str, list[Item]] = defaultdict(list)
+    """Every speaker's statistics over all of its items, each key once (a file listed twice
+    is one file's audio, not two)."""
+    grouped: dict[str, dict[tuple[str, int], Item]] = defaultdict(dict)
     for item in items:
-        grouped[item.speaker].append(item)
+        grouped[item.speaker].setdefault(item.key, item)
     stats = {}
-    for speaker, members in grouped.items():
-        members.sort(key=lambda item: item.key)
+    for speaker, by_key in grouped.items():
+        members = [by_key[key] for key in sorted(by_key)]
         total = np.zeros_like(members[0].frame_sum, dtype=np.float64)
         frames, seconds = 0, 0.0
         for item in members:

@@ -19,8 +19,10 @@ so that its row falls back to the plain head instead of stopping the run.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from ser.errors import SerError
 
 RTTM_FIELDS = 10
 MAX_PROBLEMS_SHOWN = 5
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]+):/+(.*)$")
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ class FolderSpeakers:
     problems: list[str] = field(default_factory=list)
 
     def assign(self, path: Path, start_s: float = 0.0, end_s: float = math.inf) -> Assignment:
-        name = Path(path).parent.name
+        # a local path's folder, however the input was spelled (``.`` inside Actor_01 too)
+        name = Path(path).parent.name if _SCHEME.match(str(path)) else _real(path).parent.name
         if not name:
             return Assignment(None, "no parent folder to name the speaker (--speaker-from folder)")
         return Assignment(name)
@@ -73,7 +77,8 @@ class FolderSpeakers:
 
 @dataclass
 class TableSpeakers:
-    """A ``path,speaker`` CSV; paths are matched after resolving both sides.
+    """A ``path,speaker`` CSV; paths are matched after resolving both sides (symbolic links
+    and relative spellings included; object URIs as written).
 
     A relative path in the table is taken from the table's own folder, as a user who keeps
     ``speakers.csv`` beside the audio would write it.
@@ -91,27 +96,35 @@ class TableSpeakers:
             SerError: when the file cannot be read or has no ``path`` and ``speaker`` columns.
         """
         table = cls(source)
-        text = _read_text(source)
-        reader = csv.DictReader(text.splitlines())
-        columns = {name.strip().lower() for name in reader.fieldnames or ()}
-        if not {"path", "speaker"} <= columns:
-            raise SerError(f"{source}: expected a CSV header with path and speaker columns")
-        for number, raw in enumerate(reader, start=2):
+        base = source.absolute().parent
+        reader = csv.DictReader(io.StringIO(_read_text(source), newline=""))
+        try:
+            columns = {name.strip().lower() for name in reader.fieldnames or ()}
+            if not {"path", "speaker"} <= columns:
+                raise SerError(f"{source}: expected a CSV header with path and speaker columns")
+            table._add_rows(reader, base)
+        except csv.Error as error:  # e.g. a field over the csv module's size limit
+            raise SerError(f"{source}:{reader.line_num + 1}: unreadable CSV ({error})") from None
+        return table
+
+    def _add_rows(self, reader: csv.DictReader, base: Path) -> None:
+        source = self.source
+        for raw in reader:
+            number = reader.line_num
             record = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k}
             path, speaker = record.get("path", ""), record.get("speaker", "")
             if not path or not speaker:
-                table.problems.append(f"{source}:{number}: needs both a path and a speaker")
+                self.problems.append(f"{source}:{number}: needs both a path and a speaker")
                 continue
-            key = _key(path, source.parent)
-            known = table.by_path.get(key)
+            key = _key(path, base)
+            known = self.by_path.get(key)
             if known is not None and known != speaker:
-                table.problems.append(
+                self.problems.append(
                     f"{source}:{number}: {path} is given two speakers ({known}, {speaker}); "
                     "the first is kept"
                 )
                 continue
-            table.by_path[key] = speaker
-        return table
+            self.by_path[key] = speaker
 
     @classmethod
     def of(cls, mapping: Mapping[str | Path, str]) -> TableSpeakers:
@@ -145,6 +158,8 @@ class RttmSpeakers:
         Malformed lines (a field missing, a time that is not a finite number, a negative
         duration) and turns of two speakers that overlap in one file are reported in
         ``problems``; overlapping turns are kept, and an item goes to whoever covers more of it.
+        Overlapping turns of one speaker (a repeated line) are merged first, so that no audio
+        counts twice for anyone.
 
         Raises:
             SerError: when the file cannot be read.
@@ -169,9 +184,14 @@ class RttmSpeakers:
                 continue
             by_file[fields[1]].append(Turn(start, start + duration, fields[7]))
         for file_id, turns in by_file.items():
-            turns.sort(key=lambda turn: (turn.start_s, turn.end_s, turn.speaker))
-            rttm.problems += _overlaps(source, file_id, turns)
-            rttm.turns[file_id] = turns
+            merged, repeats = _merge_own_turns(turns)
+            if repeats:
+                rttm.problems.append(
+                    f"{source}: {file_id}: {repeats} turns repeat time their own speaker "
+                    "already holds; merged"
+                )
+            rttm.problems += _overlaps(source, file_id, merged)
+            rttm.turns[file_id] = merged
         return rttm
 
     def assign(self, path: Path, start_s: float, end_s: float) -> Assignment:
@@ -222,12 +242,32 @@ def load_speakers(speaker_from: str | None, speakers: Path | None) -> SpeakerSou
 
 
 def summarise_problems(problems: list[str]) -> str:
-    """One line for the run's log: how many lines were left out, and the first few."""
+    """One line for the run's log: how many problems (lines left out, merged, unused), and
+    the first few."""
     if not problems:
         return ""
     shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
     more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > 5 else ""
-    return f"{len(problems)} speaker lines left out: {shown}{more}"
+    return f"{len(problems)} problems with who speaks: {shown}{more}"
+
+
+def _merge_own_turns(turns: list[Turn]) -> tuple[list[Turn], int]:
+    """Each speaker's turns as disjoint stretches (sorted by start), and how many overlapped."""
+    merged: list[Turn] = []
+    repeats = 0
+    for speaker in sorted({turn.speaker for turn in turns}):
+        own = sorted((t.start_s, t.end_s) for t in turns if t.speaker == speaker)
+        start, end = own[0]
+        for next_start, next_end in own[1:]:
+            if next_start < end:  # touching turns (next_start == end) are not repeats
+                repeats += 1
+                end = max(end, next_end)
+                continue
+            merged.append(Turn(start, end, speaker))
+            start, end = next_start, next_end
+        merged.append(Turn(start, end, speaker))
+    merged.sort(key=lambda turn: (turn.start_s, turn.end_s, turn.speaker))
+    return merged, repeats
 
 
 def _overlaps(source: Path, file_id: str, turns: list[Turn]) -> list[str]:
@@ -246,14 +286,24 @@ def _overlaps(source: Path, file_id: str, turns: list[Turn]) -> list[str]:
 
 def _read_text(source: Path) -> str:
     try:
-        return source.read_text(encoding="utf-8-sig", errors="replace")
+        # undecodable bytes are kept apart (as file names are), never merged into one "?"
+        return source.read_text(encoding="utf-8-sig", errors="surrogateescape")
     except OSError as error:
         raise SerError(f"cannot read {source} ({error.strerror or error})") from None
 
 
 def _key(path: str | Path, base: Path) -> str:
-    """A path made absolute against ``base`` and normalised, without touching the disk."""
-    return os.path.normpath(os.path.join(base, os.fspath(path)))
+    """A local path made absolute against ``base`` with its symbolic links resolved; an object
+    URI as written (``pathlib`` folds its ``//``, which is put back)."""
+    text = os.fspath(path)
+    remote = _SCHEME.match(text)
+    if remote and remote.group(1) != "file":
+        return f"{remote.group(1)}://{remote.group(2)}"
+    return os.fspath(_real(Path(base, text)))
+
+
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(path))
 
 
 def _file_id(path: Path) -> str:

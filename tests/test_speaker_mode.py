@@ -284,7 +284,7 @@ def test_a_csv_with_unknown_and_missing_paths_falls_back_row_by_row(
     assert missing["normalisation"] == "none" and missing["speaker"] == ""
     assert missing["error"].endswith("plain head") and missing["status"] == "ok"
     assert sum(row["normalisation"] == "speaker" for row in rows.values()) == 39
-    assert "speaker lines left out" in capsys.readouterr().err
+    assert "problems with who speaks" in capsys.readouterr().err
 
 
 def test_rttm_turns_split_a_file_between_its_speakers(speaker_models, tmp_path):
@@ -367,3 +367,109 @@ def test_the_python_api_gives_the_reports_speaker_rows(speaker_models, audio, tm
     assert {r.speaker for r in together.values()} == {"everyone"}
     plain = list(model.score_files(paths[:2]))
     assert plain[0].speaker is None and "speaker" not in plain[0].row()
+
+
+def test_a_speaker_lifted_over_the_minimum_loses_its_old_fallback_reason(
+    speaker_models, audio, tmp_path
+):
+    report = tmp_path / "report.csv"
+    model = speaker_models / "speaker.onnx"
+    run_scoring([audio], options(report, model, speaker_min_items=9, incremental=True))
+    assert all("under the minimum" in r["error"] for p, r in read(report).items() if "/spk2/" in p)
+    sf.write(audio / "spk2" / "new.wav", voiced(300.0, 1.0, amplitude=0.5), 16_000)
+    run_scoring([audio], options(report, model, speaker_min_items=9, incremental=True))
+    spk2 = [row for path, row in read(report).items() if "/spk2/" in path]
+    assert len(spk2) == 9
+    assert all(r["normalisation"] == "speaker" and r["error"] == "" for r in spk2)
+
+
+def test_damaged_feature_entries_are_scored_again(speaker_models, audio, tmp_path, monkeypatch):
+    report = tmp_path / "report.csv"
+    model = speaker_models / "speaker.onnx"
+    run_scoring([audio], options(report, model, incremental=True))
+    before = read(report)
+    entries = sorted((tmp_path / "report.csv.features").glob("*.npz"))
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated
+    entries[1].write_bytes(b"")
+    np.savez(entries[2], unrelated=np.zeros(1))  # readable, but not an entry
+    encoded = []
+    original = ScoringModel.predict_features
+    monkeypatch.setattr(
+        ScoringModel, "predict_features",
+        lambda self, inputs: (encoded.append(len(inputs)), original(self, inputs))[1],
+    )  # fmt: skip
+    run_scoring([audio], options(report, model, incremental=True))
+    assert sum(encoded) == 3
+    assert read(report) == before
+
+
+def test_statistics_are_written_only_with_a_published_report(speaker_models, audio, tmp_path):
+    import ser.batch.run as run
+
+    report = tmp_path / "report.csv"
+    real = run.write_report
+
+    def failing(path, *args, **kwargs):
+        if path == str(report):
+            raise OSError(28, "No space left on device", path)
+        return real(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "write_report", failing)
+        with pytest.raises(SerError, match="No space left"):
+            run_scoring([audio], options(report, speaker_models / "speaker.onnx"))
+    assert not report.exists() and not (tmp_path / "report.csv.speakers.json").exists()
+    second = tmp_path / "second.csv"
+    with pytest.raises(SerError, match=r"folder .*nowhere does not exist"):
+        run_scoring(
+            [audio], options(second, speaker_models / "speaker.onnx",
+                             speaker_stats=tmp_path / "nowhere" / "s.json"),
+        )  # fmt: skip
+    assert not (tmp_path / "second.csv.features").exists()  # refused before any scoring
+
+
+def test_overlapping_windows_count_each_second_of_a_speaker_once(speaker_models, tmp_path):
+    (tmp_path / "a").mkdir()
+    sf.write(tmp_path / "a" / "long.wav", voiced(200.0, 10.0, amplitude=0.4), 16_000)
+    report = tmp_path / "report.csv"
+    run_scoring(
+        [tmp_path / "a"],
+        options(report, speaker_models / "speaker.onnx", hop=0.25, speaker_min_seconds=12.0),
+    )
+    [row] = read(report).values()
+    assert row["normalisation"] == "none" and "and 10.0 s, under the minimum" in row["error"]
+    stats = json.loads((tmp_path / "report.csv.speakers.json").read_text())["speakers"]["a"]
+    assert stats["seconds"] == 10.0 and stats["items"] > 10
+
+
+@pytest.mark.parametrize(
+    "document",
+    ["[]", '{"format": "ser-speaker-stats/1", "speakers": []}',
+     '{"format": "ser-speaker-stats/1", "model_sha256": "SHA", "speakers": '
+     '{"spk0": {"items": 9, "seconds": 9, "mean": [[1.0, 2.0]]}}}',
+     '{"format": "ser-speaker-stats/1", "model_sha256": "SHA", "speakers": '
+     '{"spk0": {"items": 9, "seconds": 9, "mean": [[NaN, 0, 0, 0], [0, 0, 0, 0]]}}}'],
+)  # fmt: skip
+def test_hostile_frozen_statistics_are_one_line_before_any_scoring(
+    speaker_models, audio, tmp_path, document
+):
+    model = speaker_models / "speaker.onnx"
+    stats = tmp_path / "s.json"
+    stats.write_text(document.replace("SHA", ScoringModel(str(model)).sha256[:16]))
+    with pytest.raises(SerError, match="malformed speaker statistics"):
+        run_scoring(
+            [audio], options(tmp_path / "r.csv", model, speaker_stats=stats,
+                             freeze_speaker_stats=True),
+        )  # fmt: skip
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_a_file_listed_twice_counts_once_in_its_speakers_statistics(speaker_models, audio):
+    from ser.batch.api import load_model
+
+    model = load_model(str(speaker_models / "speaker.onnx"))
+    paths = sorted((audio / "spk0").glob("*.wav"))
+    once = list(model.score_files(paths, speakers="folder"))
+    twice = list(model.score_files([*paths, paths[0]], speakers="folder"))
+    assert [r.row() for r in twice[:-1]] == [r.row() for r in once]
+    assert twice[-1].row() == once[0].row()

@@ -17,11 +17,17 @@ from ser.batch.speakers import (
 from ser.errors import SerError
 
 
-def test_the_parent_folder_names_the_speaker():
+def test_the_parent_folder_names_the_speaker_however_the_path_is_spelled(tmp_path, monkeypatch):
     source = FolderSpeakers()
     assert source.assign(Path("/data/Actor_07/03-01-05.flac")).speaker == "Actor_07"
-    assert source.assign(Path("clip.wav")).speaker is None  # no folder: the reason says so
-    assert "parent folder" in source.assign(Path("clip.wav")).reason
+    (tmp_path / "Actor_03").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "Actor_03")
+    monkeypatch.chdir(tmp_path / "Actor_03")
+    assert source.assign(Path("clip.wav")).speaker == "Actor_03"  # scored as `score .`
+    assert source.assign(Path("../link/clip.wav")).speaker == "Actor_03"
+    assert source.assign(Path("s3://bucket/agent-2/call.wav")).speaker == "agent-2"
+    assert source.assign(Path("/clip.wav")).speaker is None  # no folder: the reason says so
+    assert "parent folder" in source.assign(Path("/clip.wav")).reason
 
 
 def test_a_csv_table_survives_hostile_lines_and_matches_paths_from_its_folder(
@@ -80,17 +86,30 @@ def test_rttm_turns_assign_each_range_to_whoever_covers_most_of_it(tmp_path):
     speakers = RttmSpeakers.read(rttm)
     assign = speakers.assign
     assert assign(Path("/x/call1.wav"), 0.0, 4.0).speaker == "agent"
-    assert assign(Path("/x/call1.wav"), 4.0, 8.0).speaker == "customer"  # 1.5 s agent, 3.5 s
+    assert assign(Path("/x/call1.wav"), 4.0, 8.0).speaker == "customer"  # 1 s agent, 3.5 s
     assert assign(Path("/x/call1.wav"), 11.0, 15.0).speaker == "agent"
     gap = assign(Path("/x/call1.wav"), 9.5, 12.0)
     assert gap.speaker is None and "9.50-12.00" in gap.reason
     assert assign(Path("call2.flac"), 0.0, 1.0).speaker == "solo"
     assert assign(Path("call3.wav"), 0.0, 1.0).speaker is None
-    numbers = sorted(int(p.split(":")[1]) for p in speakers.problems if "overlap" not in p)
+    numbers = sorted(int(p.split(":")[1]) for p in speakers.problems[:4])
     assert numbers == [7, 8, 9, 10]
-    [overlap] = [p for p in speakers.problems if "overlap" in p]
+    repeat, overlap = speakers.problems[4:]
+    assert "call1: 1 turns repeat time their own speaker already holds; merged" in repeat
     assert "agent and customer overlap at 4.50-5.00 s" in overlap
-    assert summarise_problems(speakers.problems).startswith("5 speaker lines left out: ")
+    assert summarise_problems(speakers.problems).startswith("6 problems with who speaks: ")
+
+
+def test_a_repeated_rttm_turn_counts_once(tmp_path):
+    rttm = tmp_path / "call.rttm"
+    rttm.write_text(
+        "SPEAKER call 1 0.0 2.2 <NA> <NA> agent <NA> <NA>\n"
+        "SPEAKER call 1 0.0 2.2 <NA> <NA> agent <NA> <NA>\n"  # the same line twice
+        "SPEAKER call 1 2.2 1.8 <NA> <NA> customer <NA> <NA>\n"
+    )
+    speakers = RttmSpeakers.read(rttm)
+    assert speakers.assign(Path("call.wav"), 0.0, 4.0).speaker == "agent"  # 2.2 s against 1.8 s
+    assert [(t.start_s, t.end_s) for t in speakers.turns["call"]] == [(0.0, 2.2), (2.2, 4.0)]
 
 
 def test_a_tie_goes_to_the_first_name_so_order_never_matters(tmp_path):
@@ -161,3 +180,23 @@ def test_statistics_survive_their_json_file():
     for speaker, value in stats.items():
         assert np.array_equal(again[speaker].mean, value.mean)
         assert again[speaker].items == value.items
+
+
+def test_a_table_named_by_a_relative_path_matches_and_keeps_bytes_apart(tmp_path, monkeypatch):
+    (tmp_path / "calls").mkdir()
+    (tmp_path / "calls" / "speakers.csv").write_bytes(
+        b"path,speaker\na.wav,Jos\xe9\nb.wav,Jos\xe8\n"  # Latin-1, not UTF-8: two names
+    )
+    monkeypatch.chdir(tmp_path)
+    speakers = TableSpeakers.read(Path("calls/speakers.csv"))
+    first = speakers.assign(Path("calls/a.wav")).speaker
+    second = speakers.assign(tmp_path / "calls" / "b.wav").speaker
+    assert first and second and first != second
+    assert speakers.unused([Path("calls/a.wav"), Path("calls/b.wav")]) == []
+
+
+def test_an_unreadable_csv_is_one_line_naming_where(tmp_path):
+    table = tmp_path / "s.csv"
+    table.write_text("path,speaker\na.wav," + "x" * 200_000 + "\n")
+    with pytest.raises(SerError, match=r"s\.csv:2: unreadable CSV"):
+        TableSpeakers.read(table)
