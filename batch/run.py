@@ -150,7 +150,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     report = Path(options.output)
     speaker = None
     if speaker_source is not None:
-        speaker = _speaker_mode(options, engine, speaker_source, report)
+        speaker = _speaker_mode(options, engine, speaker_source, report, settings)
         settings += SPEAKER_SETTING  # a plain run never reuses speaker-normalised rows
     fmt_rows = RowFormat(
         model.labels, model.name, model.sha256, settings, options.segments is not None
@@ -194,9 +194,10 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
                         options=_recorded(options), engine=engine.describe(),
                     )  # fmt: skip
                     journal.remove()
-                if speaker is not None:  # the report is in place: its statistics, and drop
-                    write_stats(speaker.settings.stats_file, stats, model.sha256)  # old features
-                    speaker.cache.prune({row_key(row) for row in rows})
+                if speaker is not None:  # the report is in place: its statistics now
+                    kept = speaker.settings
+                    write_stats(kept.stats_file, stats, model.sha256, kept.scoring)
+                    speaker.cache.prune({row_key(row) for row in rows})  # old rows' features
             except OSError as error:
                 raise OutputFailed(_output_failure(error, report, journal)) from None
         finally:
@@ -249,23 +250,24 @@ def _check_speaker_mode(options: RunOptions) -> None:
 
 
 def _speaker_mode(
-    options: RunOptions, engine: Engine, source: SpeakerSource, report: Path
+    options: RunOptions, engine: Engine, source: SpeakerSource, report: Path, scoring: str
 ) -> SpeakerRun:
-    """The speaker settings and head (the engine keeps features: see :func:`make_engine`).
+    """The speaker settings and head (the engine keeps features: see :func:`make_engine`);
+    ``scoring`` is the run's settings key, which frozen statistics must share.
 
     Raises:
         ModelError: for a model without a speaker head; SerError for unusable frozen statistics.
     """
     model = engine.model
-    head = SpeakerHead(model.metadata, str(model.path))
+    head = SpeakerHead(model.metadata, str(model.path), threads=options.threads)
     settings = SpeakerSettings.for_head(
         head, source, min_items=options.speaker_min_items,
         min_seconds=options.speaker_min_seconds,
         stats_file=options.speaker_stats or report.with_name(report.name + ".speakers.json"),
-        freeze=options.freeze_speaker_stats,
+        freeze=options.freeze_speaker_stats, scoring=scoring,
     )  # fmt: skip
-    if settings.freeze:
-        read_stats(settings.stats_file, model.sha256, head.mean_shape)  # fail before scoring
+    if settings.freeze:  # fail before any scoring
+        read_stats(settings.stats_file, model.sha256, head.mean_shape, scoring)
     return SpeakerRun(settings, head, FeatureCache.beside(report))
 
 

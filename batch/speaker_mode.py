@@ -42,12 +42,14 @@ class SpeakerHead:
     """The speaker-normalised head: centred frame features ``[n, members, frames, dim]`` and
     valid-frame masks in, probabilities out (CPU: it is small next to the encoder)."""
 
-    def __init__(self, metadata: ModelMetadata, source: str) -> None:
+    def __init__(self, metadata: ModelMetadata, source: str, threads: int | None = None) -> None:
         self.spec = speaker_spec(metadata, source)
         try:
             graph = base64.b64decode(metadata.extra["speaker_head"], validate=True)
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            if threads:  # --threads bounds this session too
+                options.intra_op_num_threads = threads
             self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # a damaged model file: say so in one line
             raise ModelError(f"{source}: its speaker head cannot be loaded ({error})") from None
@@ -76,6 +78,7 @@ class SpeakerSettings:
     min_seconds: float
     stats_file: Path | None  # None: not written (the Python API)
     freeze: bool = False
+    scoring: str | None = None  # the run's settings key (window, hop, segmentation)
 
     @classmethod
     def for_head(
@@ -87,11 +90,12 @@ class SpeakerSettings:
         min_seconds: float | None = None,
         stats_file: Path | None = None,
         freeze: bool = False,
+        scoring: str | None = None,
     ) -> SpeakerSettings:
         """Settings whose minimums default to the model's own (``None``: its metadata's)."""
         return cls(
             source, head.min_items if min_items is None else min_items,
-            head.min_seconds if min_seconds is None else min_seconds, stats_file, freeze,
+            head.min_seconds if min_seconds is None else min_seconds, stats_file, freeze, scoring,
         )  # fmt: skip
 
 
@@ -138,7 +142,9 @@ def rescore_by_speaker(
         items += _items(entry, features, sample_rate)
     stats = speaker_statistics(items)
     if settings.freeze:
-        stats.update(read_stats(settings.stats_file, model_sha256, head.mean_shape))
+        stats.update(
+            read_stats(settings.stats_file, model_sha256, head.mean_shape, settings.scoring)
+        )
     rescored = [
         _rescore(entry, _features(entry.row, cache), stats, head, settings, labels, sample_rate)
         for entry in entries
@@ -277,11 +283,15 @@ def _first_rows(features: FileFeatures, count: int) -> list[int]:
     return [firsts[k] for k in range(count)]
 
 
-def write_stats(path: Path, stats: dict[str, SpeakerStats], model_sha256: str) -> None:
-    """The statistics a run used, for ``--freeze-speaker-stats`` in later runs."""
+def write_stats(
+    path: Path, stats: dict[str, SpeakerStats], model_sha256: str, settings: str
+) -> None:
+    """The statistics a run used, and the scoring settings (window, hop, segmentation) they
+    come from, for ``--freeze-speaker-stats`` in later runs."""
     document = {
         "format": STATS_FORMAT,
         "model_sha256": model_sha256[:16],
+        "settings": settings,
         "speakers": {name: stats[name].to_json() for name in sorted(stats)},
     }
     with atomic_write(path) as out:
@@ -289,13 +299,13 @@ def write_stats(path: Path, stats: dict[str, SpeakerStats], model_sha256: str) -
 
 
 def read_stats(
-    path: Path, model_sha256: str, mean_shape: tuple[int, int]
+    path: Path, model_sha256: str, mean_shape: tuple[int, int], settings: str | None = None
 ) -> dict[str, SpeakerStats]:
-    """Statistics kept from an earlier run of the same model, each mean finite and of
-    ``mean_shape``.
+    """Statistics kept from an earlier run of the same model (and, when the file records them,
+    the same ``settings``), each mean finite and of ``mean_shape``.
 
     Raises:
-        SerError: when the file is missing, malformed, or from another model.
+        SerError: when the file is missing, malformed, or from another model or settings.
     """
     try:
         document = json.loads(path.read_text())
@@ -305,6 +315,12 @@ def read_stats(
             raise SerError(
                 f"{path}: speaker statistics of model {document['model_sha256']}, not of this "
                 f"model ({model_sha256[:16]}); drop --freeze-speaker-stats to compute them anew"
+            )
+        kept = document.get("settings")
+        if settings is not None and kept is not None and kept != settings:
+            raise SerError(
+                f"{path}: speaker statistics of windows scored with settings {kept!r}, not "
+                f"{settings!r}; drop --freeze-speaker-stats to compute them anew"
             )
         stats = {name: SpeakerStats.from_json(v) for name, v in document["speakers"].items()}
         for name, found in stats.items():

@@ -248,6 +248,8 @@ def test_frozen_statistics_keep_old_rows_as_they_were(speaker_models, audio, tmp
     run_scoring([audio], options(report, model, incremental=True, freeze_speaker_stats=True))
     after = read(report)
     assert all(after[path] == before[path] for path in before)
+    with pytest.raises(SerError, match="statistics of windows scored with settings"):
+        run_scoring([audio], options(report, model, freeze_speaker_stats=True, hop=0.5))
 
 
 def test_too_little_of_a_speaker_falls_back_to_the_plain_head(speaker_models, audio, tmp_path):
