@@ -277,6 +277,51 @@ def speaker(
     click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
 
 
+@main.command(
+    epilog=examples(
+        "ser-export ensemble runs/multi.onnx models/whisper-pooled.onnx -o ensemble.onnx \\",
+        "    --data ../shared/data/ravdess-speech-16k --data ../shared/data/nemo-16k/manifest.csv",
+    )
+)
+@click.argument(
+    "models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@_output_option
+@click.option(
+    "--weight", "weights", type=float, multiple=True,
+    help="One per model, in order (default: equal); the probabilities' weighted mean.",
+)  # fmt: skip
+@click.option(
+    "--data", "corpora", multiple=True, type=click.Path(exists=True, path_type=Path),
+    help="Corpora (repeat): parity runs on the first one's test clips; the temperature is "
+    "fitted, and each member's accuracy on the shared encoder checked, on all their "
+    "validation clips.",
+)  # fmt: skip
+@one_line_errors
+def ensemble(
+    models: tuple[Path, ...], output: Path, weights: tuple[float, ...], corpora: tuple[Path, ...]
+) -> None:
+    """Exported neural models as one graph: every member runs the first one's encoder (once),
+    their probabilities are averaged, and a temperature is fitted on validation."""
+    from ser.export.ensemble import export_ensemble
+
+    exported = export_ensemble(
+        models, output, weights=weights or None,
+        parity_clips=_parity_clips(corpora[0] if corpora else None),
+        validation_clips=[clip for data in corpora for clip in _validation_clips(data)],
+    )  # fmt: skip
+    click.echo(f"parity ok: max |dp| = {exported.parity:.2e}")
+    click.echo(f"batch invariance ok: {exported.invariance}")
+    for check, replaced in zip(exported.members, exported.replaced, strict=False):
+        click.echo(
+            f"{check.name}: validation accuracy {check.own:.4f} on its own encoder, "
+            f"{check.shared:.4f} on the shared one ({replaced} encoder weights replaced)"
+        )
+    if exported.temperature != 1.0:
+        click.echo(f"temperature {exported.temperature:.3f} (fitted on validation)")
+    click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
 def _parity_clips(data: Path | None) -> list:
     """Every test clip of ``data`` (every clip if it has no test split), as the README says."""
     if data is None:
