@@ -54,7 +54,10 @@ def main(model: str, data: Path, split: str) -> None:
     print(f"accuracy={(truth == predicted).mean():.4f} UAR={np.mean(recalls):.4f} wall={wall:.1f}s")
     recorded = scorer.metadata.extra_json("test_metrics")
     if recorded:
-        print(f"recorded at export: accuracy={recorded['accuracy']} UAR={recorded['uar']}")
+        print(
+            f"recorded at export, on the {recorded['n']} test clips of the corpus it was checked "
+            f"on: accuracy={recorded['accuracy']} UAR={recorded['uar']}"
+        )
 
 
 if __name__ == "__main__":

@@ -263,6 +263,14 @@ def export_ensemble(
         raise ModelError(f"ensemble parity failed: max |dp| {parity:.2e} > {PARITY_TOLERANCE}")
     invariance = require_invariance(batch_invariance(run[0], inputs[:64]), "ensemble")
     checks = _member_checks(paths, originals, shared, metas[0], validation_clips)
+    if parity_clips:  # the ensemble's own figures on the parity (test) clips, for the record
+        truth = np.array([metas[0].labels.index(clip.label) for clip in parity_clips])
+        guess = run[0](inputs).argmax(axis=1)
+        recalls = [np.mean(guess[truth == k] == k) for k in np.unique(truth)]
+        record = {"n": int(truth.size), "accuracy": round(float(np.mean(guess == truth)), 4),
+                  "uar": round(float(np.mean(recalls)), 4)}  # fmt: skip
+        metadata.extra["test_metrics"] = json.dumps(record, sort_keys=True)
+        attach_metadata(merged, metadata)
     save_model(merged, output)
     return ExportedEnsemble(parity, invariance, checks, replaced, temperature)
 
@@ -299,7 +307,7 @@ def _metadata(
     for meta in metas[1:]:  # speaker mode travels with the first member that has it
         if "speaker_head" in meta.extra and "speaker_head" not in extra:
             extra.update(speaker_head=meta.extra["speaker_head"], speaker=meta.extra["speaker"])
-    extra.pop("test_metrics", None)  # the members' figures, not the ensemble's
+    extra.pop("test_metrics", None)  # the members' figures, not the ensemble's (added later)
     extra.pop("calibration", None)
     if calibration:
         extra["calibration"] = json.dumps(calibration, sort_keys=True)

@@ -78,7 +78,7 @@ def test_the_ensemble_runs_one_encoder_and_averages_its_members(
     meta = ModelMetadata.from_props({p.key: p.value for p in merged.metadata_props})
     assert [m["weight"] for m in meta.extra_json("ensemble")] == [3.0, 1.0]
     assert meta.extra_json("calibration")["temperature"] == pytest.approx(exported.temperature)
-    assert "test_metrics" not in meta.extra
+    assert "test_metrics" not in meta.extra  # the members' figures are not the ensemble's
 
 
 def test_the_cli_writes_an_ensemble_and_refuses_what_cannot_be_one(
@@ -91,7 +91,9 @@ def test_the_cli_writes_an_ensemble_and_refuses_what_cannot_be_one(
     )
     assert result.exit_code == 0, result.output
     assert "parity ok" in result.output and "encoder weights replaced" in result.output
-    assert out.is_file()
+    merged = onnx.load(out)
+    meta = ModelMetadata.from_props({p.key: p.value for p in merged.metadata_props})
+    assert meta.extra_json("test_metrics")["n"] == 24  # the corpus's test clips, for the record
 
     export_neural(checkpoints["wav2vec2", "pooled"], tmp_path / "w2v.onnx")
     with pytest.raises(ModelError, match="at least two"):

@@ -1,0 +1,81 @@
+"""Weights for an ensemble of two exported models, judged on both corpora's validation speakers.
+
+    python benchmarks/ensemble_weights.py --first A.onnx --second B.onnx
+
+Scores RAVDESS (actors 21-22 validation, 23-24 test) and nEMO (IC0 validation, SM0 test) with
+each model as ``ser-batch`` does, then prints, for each weight of the first model, every split's
+accuracy and UAR of the weighted mean probabilities. The rule that chose the shipped weight: the
+best mean of the two validation UARs (the test columns are printed, never used to choose). The
+first model runs the second one's encoder weights, as ``ser-export ensemble SECOND FIRST`` will
+run it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ser.batch.frontends import frontend_for
+from ser.batch.scoring import score_file
+from ser.batch.session import ScoringModel
+from ser.corpus import load_corpus, select
+from ser.export.ensemble import share_encoder
+
+from common import RAVDESS_16K, describe_machine
+
+NEMO = RAVDESS_16K.parent / "nemo-16k" / "manifest.csv"
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def split_probs(model: str, data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    scorer = ScoringModel(model)
+    frontend = frontend_for(scorer.metadata)
+    clips = select(load_corpus(data), split)
+    probs = np.stack([score_file(clip.path, scorer, frontend).probs for clip in clips])
+    return probs, np.array([scorer.labels.index(clip.label) for clip in clips])
+
+
+def uar(probs: np.ndarray, truth: np.ndarray) -> float:
+    guess = probs.argmax(axis=1)
+    return float(np.mean([np.mean(guess[truth == k] == k) for k in np.unique(truth)]))
+
+
+@click.command()
+@click.option("--first", required=True, help="The model whose weight is swept.")
+@click.option("--second", required=True)
+def main(first: str, second: str) -> None:
+    model = onnx.load(first)
+    replaced = share_encoder(model, onnx.load(second))
+    print(f"first: {first} ({replaced} encoder weights from the second); second: {second}; "
+          f"machine: {describe_machine()}")  # fmt: skip
+    first = str(Path(tempfile.mkdtemp()) / "first.onnx")
+    onnx.save(model, first)
+    splits = [(name, data, split) for name, data in (("RAVDESS", RAVDESS_16K), ("nEMO", NEMO))
+              for split in ("validation", "test")]  # fmt: skip
+    scored = {}
+    for name, data, split in splits:
+        (a, truth), (b, _) = split_probs(first, data, split), split_probs(second, data, split)
+        scored[name, split] = (a, b, truth)
+    for weight in WEIGHTS:
+        cells, validation = [], []
+        for (name, split), (a, b, truth) in scored.items():
+            mixed = weight * a + (1 - weight) * b
+            score = uar(mixed, truth)
+            validation += [score] if split == "validation" else []
+            cells.append(
+                f"{name} {split} acc={np.mean(mixed.argmax(1) == truth):.3f} UAR={score:.3f}"
+            )
+        print(
+            f"weight {weight:.2f}: mean validation UAR {np.mean(validation):.4f}; "
+            + "; ".join(cells)
+        )
+
+
+if __name__ == "__main__":
+    main()
