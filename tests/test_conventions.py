@@ -52,7 +52,8 @@ def test_score_help_lists_every_exit_status():
 @pytest.mark.parametrize(
     ("module", "names"),
     [("ser", ["train", "export", "batch"]), ("ser.batch", ["score", "summarize"]),
-     ("ser.training", ["forest", "neural"]), ("ser.export", ["forest", "neural", "check"])],
+     ("ser.training", ["forest", "neural"]),
+     ("ser.export", ["check", "ensemble", "forest", "neural", "requantize", "speaker"])],
 )  # fmt: skip
 def test_python_dash_m_runs_the_same_commands(module, names, tmp_path):
     # cwd outside the checkout, so the installed package is imported (as CI installs it)
