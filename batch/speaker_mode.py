@@ -210,8 +210,8 @@ def _rescore(
     row["normalisation"] = "none"
     if features is None:
         if row.get("status") == "ok":  # its features went missing: never keep stale scores
-            _unscored(row, "speaker mode: its cached features cannot be read; scored again by "
-                      "the next run")  # fmt: skip
+            _unscored(row, "speaker mode: its cached features cannot be read; it is scored "
+                      "again by the next run that finds its file")  # fmt: skip
         return Rescored(row, [], None)
     row["error"] = ""  # an earlier run's fallback reason no longer holds unless said below
     probs = features.probs.astype(np.float32).copy()

@@ -475,3 +475,26 @@ def test_a_file_listed_twice_counts_once_in_its_speakers_statistics(speaker_mode
     twice = list(model.score_files([*paths, paths[0]], speakers="folder"))
     assert [r.row() for r in twice[:-1]] == [r.row() for r in once]
     assert twice[-1].row() == once[0].row()
+
+
+def test_features_unreadable_in_the_second_pass_make_an_error_row_not_stale_scores(
+    speaker_models, audio, tmp_path, monkeypatch
+):
+    from ser.batch.feature_cache import FeatureCache
+
+    report = tmp_path / "report.csv"
+    model = speaker_models / "speaker.onnx"
+    run_scoring([audio], options(report, model, incremental=True))
+    victim = sorted(read(report))[0]
+    real = FeatureCache.get
+    monkeypatch.setattr(  # readable when planned, unreadable when the second pass reads it
+        FeatureCache, "get", lambda self, key: None if key[0] == victim else real(self, key)
+    )
+    run_scoring([audio], options(report, model, incremental=True))
+    row = read(report)[victim]
+    assert row["status"] == "error" and "cached features cannot be read" in row["error"]
+    assert row["label"] == row["confidence"] == ""
+    assert all(value == "" for key, value in row.items() if key.startswith("p_"))
+    monkeypatch.undo()
+    run_scoring([audio], options(report, model, incremental=True))  # the error row is retried
+    assert read(report)[victim]["status"] == "ok"
