@@ -271,9 +271,8 @@ class Model:
                 cache.put(row_key(row), score.features)
             rows.append(row)
         rescored, _ = rescore_by_speaker(
-            rows, cache, head, settings, labels=self.labels,
-            sample_rate=self.metadata.sample_rate, model_sha256=self.sha256,
-        )  # fmt: skip
+            rows, cache, head, settings, labels=self.labels, sample_rate=self.metadata.sample_rate
+        )
         for score, outcome in zip(scores, rescored, strict=True):
             yield FileResult(replace(score, features=None), fmt, outcome)
 

@@ -177,7 +177,6 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
                     rescored, stats = rescore_by_speaker(
                         rows, speaker.cache, speaker.head, speaker.settings,
                         labels=model.labels, sample_rate=model.metadata.sample_rate,
-                        model_sha256=model.sha256,
                     )  # fmt: skip
                     rows = [item.row for item in rescored]
                     segments = [row for item in rescored for row in item.segment_rows]
@@ -260,14 +259,15 @@ def _speaker_mode(
     """
     model = engine.model
     head = SpeakerHead(model.metadata, str(model.path), threads=options.threads)
+    stats_file = options.speaker_stats or report.with_name(report.name + ".speakers.json")
+    frozen = None
+    if options.freeze_speaker_stats:  # read once, before any scoring, so a bad file fails now
+        frozen = read_stats(stats_file, model.sha256, head.mean_shape, scoring)
     settings = SpeakerSettings.for_head(
         head, source, min_items=options.speaker_min_items,
-        min_seconds=options.speaker_min_seconds,
-        stats_file=options.speaker_stats or report.with_name(report.name + ".speakers.json"),
-        freeze=options.freeze_speaker_stats, scoring=scoring,
+        min_seconds=options.speaker_min_seconds, stats_file=stats_file, frozen=frozen,
+        scoring=scoring,
     )  # fmt: skip
-    if settings.freeze:  # fail before any scoring
-        read_stats(settings.stats_file, model.sha256, head.mean_shape, scoring)
     return SpeakerRun(settings, head, FeatureCache.beside(report))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +77,7 @@ class SpeakerSettings:
     min_items: int
     min_seconds: float
     stats_file: Path | None  # None: not written (the Python API)
-    freeze: bool = False
+    frozen: Mapping[str, SpeakerStats] | None = None  # --freeze-speaker-stats: read once
     scoring: str | None = None  # the run's settings key (window, hop, segmentation)
 
     @classmethod
@@ -89,13 +89,13 @@ class SpeakerSettings:
         min_items: int | None = None,
         min_seconds: float | None = None,
         stats_file: Path | None = None,
-        freeze: bool = False,
+        frozen: Mapping[str, SpeakerStats] | None = None,
         scoring: str | None = None,
     ) -> SpeakerSettings:
         """Settings whose minimums default to the model's own (``None``: its metadata's)."""
         return cls(
             source, head.min_items if min_items is None else min_items,
-            head.min_seconds if min_seconds is None else min_seconds, stats_file, freeze, scoring,
+            head.min_seconds if min_seconds is None else min_seconds, stats_file, frozen, scoring,
         )  # fmt: skip
 
 
@@ -125,7 +125,6 @@ def rescore_by_speaker(
     *,
     labels: Sequence[str],
     sample_rate: int,
-    model_sha256: str,
 ) -> tuple[list[Rescored], dict[str, SpeakerStats]]:
     """Every row (in order) in speaker mode, and the statistics used (for the caller to write
     to ``settings.stats_file`` once the report is in place, so that the file never describes
@@ -141,10 +140,7 @@ def rescore_by_speaker(
         entries.append(entry)
         items += _items(entry, features, sample_rate)
     stats = speaker_statistics(items)
-    if settings.freeze:
-        stats.update(
-            read_stats(settings.stats_file, model_sha256, head.mean_shape, settings.scoring)
-        )
+    stats.update(settings.frozen or {})
     rescored = [
         _rescore(entry, _features(entry.row, cache), stats, head, settings, labels, sample_rate)
         for entry in entries

@@ -26,6 +26,7 @@ from ser.batch.scoring import score_file
 from ser.batch.session import ScoringModel
 from ser.corpus import load_corpus, select
 from ser.export.ensemble import share_encoder
+from ser.training.metrics import uar
 
 from common import RAVDESS_16K, describe_machine
 
@@ -39,11 +40,6 @@ def split_probs(model: str, data: Path, split: str) -> tuple[np.ndarray, np.ndar
     clips = select(load_corpus(data), split)
     probs = np.stack([score_file(clip.path, scorer, frontend).probs for clip in clips])
     return probs, np.array([scorer.labels.index(clip.label) for clip in clips])
-
-
-def uar(probs: np.ndarray, truth: np.ndarray) -> float:
-    guess = probs.argmax(axis=1)
-    return float(np.mean([np.mean(guess[truth == k] == k) for k in np.unique(truth)]))
 
 
 @click.command()
@@ -66,7 +62,7 @@ def main(first: str, second: str) -> None:
         cells, validation = [], []
         for (name, split), (a, b, truth) in scored.items():
             mixed = weight * a + (1 - weight) * b
-            score = uar(mixed, truth)
+            score = uar(truth, mixed.argmax(1))
             validation += [score] if split == "validation" else []
             cells.append(
                 f"{name} {split} acc={np.mean(mixed.argmax(1) == truth):.3f} UAR={score:.3f}"

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +26,17 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import helper, numpy_helper
+from scipy.special import softmax
 
 from ser.corpus import Clip
 from ser.errors import ModelError
-from ser.export.invariance import batch_invariance, require_invariance
+from ser.export.invariance import InvarianceReport, batch_invariance, require_invariance
+from ser.export.neural import parity_inputs
 from ser.export.onnx_io import attach_metadata, load_onnx, read_metadata, save_model
 from ser.export.speaker import states_tensor
 from ser.metadata import ModelMetadata
+from ser.training.calibration import fit_temperature, reliability
+from ser.training.metrics import classification_metrics
 
 PARITY_TOLERANCE = 1e-5
 ACCURACY_DROP = 0.01
@@ -50,7 +54,7 @@ class MemberCheck:
 @dataclass(frozen=True)
 class ExportedEnsemble:
     parity: float  # max |p_merged - weighted mean of members|
-    invariance: object
+    invariance: InvarianceReport
     members: list[MemberCheck]
     replaced: list[int]  # per member: encoder weights that differed from the first member's
     temperature: float = 1.0
@@ -116,7 +120,8 @@ def merge(
 ) -> onnx.ModelProto:
     """One graph: the members side by side on one input; ``logits`` the log of their weighted
     mean probabilities over ``temperature``, ``probs`` its softmax (the mean itself at T = 1);
-    other outputs (speaker mode's) are the first member's that has them."""
+    other outputs (speaker mode's) are the first member's that has them. Without metadata:
+    the caller attaches it once the graph's figures are known."""
     input_name, probs_name = metadata.input_name, metadata.probs_name
     nodes, initializers, outputs, extra_outputs = [], [], [], []
     for index, model in enumerate(models):
@@ -168,7 +173,7 @@ def merge(
     )  # fmt: skip
     merged = helper.make_model(graph, opset_imports=list(models[0].opset_import))
     merged.ir_version = models[0].ir_version
-    return attach_metadata(keep_once(merged), metadata)
+    return keep_once(merged)
 
 
 def keep_once(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -234,94 +239,97 @@ def export_ensemble(
         raise ModelError("give one positive weight per model")
     originals = [load_onnx(path) for path in paths]
     metas = [read_metadata(model) for model in originals]
+    first = metas[0]
     contract = [(m.frontend, m.labels, m.sample_rate, m.input_name, m.probs_name, m.window_s)
                 for m in metas]  # fmt: skip
-    if any(item != contract[0] for item in contract[1:]) or metas[0].frontend != "waveform":
+    if any(item != contract[0] for item in contract[1:]) or first.frontend != "waveform":
         raise ModelError("the models must be waveform models with the same labels, rate and window")
-    shared = [originals[0]]
-    replaced = [0]
+    shared, replaced = [originals[0]], [0]
     for model in originals[1:]:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         replaced.append(share_encoder(copy, originals[0]))
         shared.append(copy)
-    window = round(metas[0].window_s * metas[0].sample_rate)
-    members = [_runner(m, metas[0]) for m in shared]
+    window = round(first.window_s * first.sample_rate)
+    members = [_runner(model, first) for model in shared]
 
     def mean_probs(rows: np.ndarray) -> np.ndarray:
-        return sum(w * run(rows) for w, run in zip(weights, members, strict=True)) / sum(weights)
+        return _mix([run(rows) for run in members], weights)
 
-    calibration = _calibrate(mean_probs, validation_clips, window, metas[0].labels)
+    checks, calibration = [], None
+    if validation_clips:
+        inputs = _windows(validation_clips, window)
+        truth = _truth(validation_clips, first.labels)
+        probs = [run(inputs) for run in members]  # each member once, for both uses
+        checks = _member_checks(paths, originals, replaced, probs, inputs, truth, first)
+        calibration = _calibrate(_mix(probs, weights), truth, len(validation_clips))
     temperature = calibration["temperature"] if calibration else 1.0
-    metadata = _metadata(metas, paths, weights, calibration)
-    merged = merge(shared, weights, metadata, temperature)
+    merged = merge(shared, weights, first, temperature)
     inputs = _windows(parity_clips, window)
-    expected = _tempered(mean_probs(inputs), temperature)
-    run = [_runner(merged, metas[0])]
-    parity = float(np.abs(run[0](inputs) - expected).max())
+    run = _runner(merged, first)
+    scored = run(inputs)
+    parity = float(np.abs(scored - _tempered(mean_probs(inputs), temperature)).max())
     if parity > PARITY_TOLERANCE:
         raise ModelError(f"ensemble parity failed: max |dp| {parity:.2e} > {PARITY_TOLERANCE}")
-    invariance = require_invariance(batch_invariance(run[0], inputs[:64]), "ensemble")
-    checks = _member_checks(paths, originals, shared, metas[0], validation_clips)
+    invariance = require_invariance(batch_invariance(run, inputs[:64]), "ensemble")
+    test_metrics = None
     if parity_clips:  # the ensemble's own figures on the parity (test) clips, for the record
-        truth = np.array([metas[0].labels.index(clip.label) for clip in parity_clips])
-        guess = run[0](inputs).argmax(axis=1)
-        recalls = [np.mean(guess[truth == k] == k) for k in np.unique(truth)]
-        record = {"n": int(truth.size), "accuracy": round(float(np.mean(guess == truth)), 4),
-                  "uar": round(float(np.mean(recalls)), 4)}  # fmt: skip
-        metadata.extra["test_metrics"] = json.dumps(record, sort_keys=True)
-        attach_metadata(merged, metadata)
+        truth = _truth(parity_clips, first.labels)
+        test_metrics = classification_metrics(truth, scored.argmax(axis=1), first.labels)
+    attach_metadata(merged, _metadata(metas, paths, weights, calibration, test_metrics))
     save_model(merged, output)
     return ExportedEnsemble(parity, invariance, checks, replaced, temperature)
 
 
-def _calibrate(mean_probs, clips: Sequence[Clip], window: int, labels) -> dict | None:
+def _mix(probs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    return sum(w * p for w, p in zip(weights, probs, strict=True)) / sum(weights)
+
+
+def _truth(clips: Sequence[Clip], labels: Sequence[str]) -> np.ndarray:
+    return np.array([labels.index(clip.label) for clip in clips])
+
+
+def _calibrate(probs: np.ndarray, truth: np.ndarray, clips: int) -> dict:
     """A temperature for the mixture fitted on the validation clips (all corpora pooled, as
     training fits its own), and the expected calibration error before and after."""
-    if not clips:
-        return None
-    from ser.training.calibration import fit_temperature, reliability
-
-    probs = mean_probs(_windows(clips, window))
-    truth = np.array([labels.index(clip.label) for clip in clips])
     log_probs = torch.from_numpy(np.log(np.clip(probs, 1e-30, 1.0)))
     temperature = fit_temperature(log_probs, torch.from_numpy(truth))
     return {
         "temperature": round(temperature, 6),
-        "fitted_on": f"{len(clips)} validation clips",
+        "fitted_on": f"{clips} validation clips",
         "ece_validation": [reliability(probs, truth).ece,
                            reliability(_tempered(probs, temperature), truth).ece],
     }  # fmt: skip
 
 
 def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
-    logits = np.log(np.clip(probs, 1e-30, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return softmax(np.log(np.clip(probs, 1e-30, 1.0)) / temperature, axis=1)
 
 
 def _metadata(
-    metas: list[ModelMetadata], paths: Sequence[Path], weights: list[float], calibration
+    metas: list[ModelMetadata],
+    paths: Sequence[Path],
+    weights: list[float],
+    calibration: dict | None,
+    test_metrics: dict | None,
 ) -> ModelMetadata:
     extra = dict(metas[0].extra)
     for meta in metas[1:]:  # speaker mode travels with the first member that has it
         if "speaker_head" in meta.extra and "speaker_head" not in extra:
             extra.update(speaker_head=meta.extra["speaker_head"], speaker=meta.extra["speaker"])
-    extra.pop("test_metrics", None)  # the members' figures, not the ensemble's (added later)
-    extra.pop("calibration", None)
-    if calibration:
-        extra["calibration"] = json.dumps(calibration, sort_keys=True)
+    for key, value in (("calibration", calibration), ("test_metrics", test_metrics)):
+        extra.pop(key, None)  # the first member's figures, not the ensemble's
+        if value:
+            extra[key] = json.dumps(value, sort_keys=True)
     extra["ensemble"] = json.dumps([
         {"model": path.name, "weight": weight, "model_info": meta.extra.get("model")}
         for path, weight, meta in zip(paths, weights, metas, strict=True)
     ], sort_keys=True)  # fmt: skip
-    first = metas[0]
-    return ModelMetadata(first.frontend, first.labels, first.sample_rate, first.input_name,
-                         first.probs_name, first.window_s, first.hop_s, first.dynamic_length,
-                         extra)  # fmt: skip
+    return replace(metas[0], extra=extra)
 
 
-def _runner(model: onnx.ModelProto, meta: ModelMetadata):
+def _runner(model: onnx.ModelProto, meta: ModelMetadata) -> Callable[[np.ndarray], np.ndarray]:
+    """A CPU session as rows -> probabilities, in chunks of 16 (validation sets are large)."""
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
     def run(rows: np.ndarray) -> np.ndarray:
@@ -333,20 +341,18 @@ def _runner(model: onnx.ModelProto, meta: ModelMetadata):
 
 
 def _windows(clips: Sequence[Clip], window: int) -> np.ndarray:
-    from ser.export.neural import parity_inputs
-
     return parity_inputs(list(clips), window).astype(np.float32)
 
 
-def _member_checks(paths, originals, shared, meta, clips) -> list[MemberCheck]:
-    if not clips:
-        return []
-    inputs = _windows(clips, round(meta.window_s * meta.sample_rate))
-    truth = np.array([meta.labels.index(c.label) for c in clips])
+def _member_checks(
+    paths, originals, replaced, shared_probs, inputs, truth, meta
+) -> list[MemberCheck]:
+    """Each member's validation accuracy on its own encoder and on the shared one (the same
+    figure where no encoder weight changed); ModelError if one loses more than a point."""
     checks = []
-    for path, own, mine in zip(paths, originals, shared, strict=True):
-        before = float(np.mean(_runner(own, meta)(inputs).argmax(1) == truth))
-        after = float(np.mean(_runner(mine, meta)(inputs).argmax(1) == truth))
+    for path, own, changed, probs in zip(paths, originals, replaced, shared_probs, strict=True):
+        after = float(np.mean(probs.argmax(1) == truth))
+        before = float(np.mean(_runner(own, meta)(inputs).argmax(1) == truth)) if changed else after
         if after < before - ACCURACY_DROP:
             raise ModelError(
                 f"{path.name} on the shared encoder: validation accuracy {after:.3f} against "

@@ -23,14 +23,15 @@ def classification_metrics(
     return {
         "n": int(y_true.size),
         "accuracy": round(float((y_true == y_pred).mean()), 4),
-        "uar": round(_uar(y_true, y_pred), 4),
+        "uar": round(uar(y_true, y_pred), 4),
         "f1": {label: round(float(score), 4) for label, score in zip(labels, f1, strict=True)},
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
         "labels": list(labels),
     }
 
 
-def _uar(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+def uar(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted average recall over the classes present in ``y_true``."""
     with warnings.catch_warnings():  # predicting a class the corpus lacks is an error, not news
         warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
         return float(balanced_accuracy_score(y_true, y_pred))
