@@ -35,8 +35,9 @@ from ser.training.devices import (
     resolve_device,
     state_deviation,
 )
-from ser.training.encoding import encode_clips
+from ser.training.encoding import EncodedClips, encode_clips
 from ser.training.neural import NeuralConfig, train_neural
+from ser.training.speaker_norm import centre_by_speaker
 
 from synth import voiced
 
@@ -309,6 +310,21 @@ def exported(synthetic_manifest, tiny_whisper, tmp_path_factory):
     export_neural(folder, paths["fp32"])
     export_neural(folder, paths["fp16"], fp16=True, validation_clips=select(clips, "validation"))
     return paths
+
+
+@needs_torch_cuda
+def test_speaker_centring_runs_where_the_states_are_and_matches_the_cpu():
+    """Training on CUDA keeps the encoded states there; speaker means once summed on the CPU."""
+    rng = np.random.default_rng(0)
+    states = torch.from_numpy(rng.standard_normal((4, 2, 3, 5, 2)).astype(np.float32))
+    valid = torch.from_numpy(rng.random((4, 2, 5)) > 0.3)
+    speakers = ("a", "b", "a", "b")
+    labels = torch.zeros(4, dtype=torch.long)
+    on_cpu = centre_by_speaker(EncodedClips(states.clone(), valid, labels, speakers), speakers)
+    cuda = EncodedClips(states.cuda(), valid.cuda(), labels.cuda(), speakers)
+    on_cuda = centre_by_speaker(cuda, speakers)
+    assert on_cuda.states.device.type == "cuda"
+    assert torch.allclose(on_cuda.states.cpu(), on_cpu.states, atol=1e-6)
 
 
 @needs_torch_cuda

@@ -37,15 +37,17 @@ def speaker_ids(speakers: Sequence[str], corpus: str) -> tuple[str, ...]:
 
 
 def speaker_means(data: EncodedClips, speakers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Each speaker's mean state ``[layers, hidden]`` over the valid frames of all its windows."""
+    """Each speaker's mean state ``[layers, hidden]`` over the valid frames of all its windows,
+    on the device the states are on (the cache sits on the GPU when training there)."""
     names = np.asarray(speakers)
     means = {}
     for speaker in sorted(set(speakers)):
         rows = torch.from_numpy(np.flatnonzero(names == speaker))
-        total = torch.zeros(data.states.shape[2], data.states.shape[4], dtype=torch.float64)
+        shape = (data.states.shape[2], data.states.shape[4])
+        total = torch.zeros(shape, dtype=torch.float64, device=data.states.device)
         count = 0.0
         for row in rows.tolist():  # one clip at a time: its views' frames in float64
-            weights = data.valid[row].to(torch.float64)[:, None, :, None]  # [views, 1, t, 1]
+            weights = data.valid[row].to(total)[:, None, :, None]  # [views, 1, t, 1]
             total += (data.states[row].to(torch.float64) * weights).sum(dim=(0, 2))
             count += float(weights.sum())
         means[speaker] = (total / max(count, 1.0)).float()
