@@ -29,10 +29,10 @@ from ser.batch.incremental import Plan, Previous, check_shrink, plan_run, row_ke
 from ser.batch.journal import Journal, journal_path
 from ser.batch.progress import Progress
 from ser.batch.provenance import provenance_path, write_provenance
+from ser.batch.records import location_from_cell
 from ser.batch.report import (
     UsageError,
     check_output,
-    path_from_cell,
     report_columns,
     report_format,
     segment_columns,
@@ -275,7 +275,7 @@ def _speaker_summary(rows: list[Row], stats: dict, source: SpeakerSource) -> str
     normalised = sum(row.get("normalisation") == "speaker" for row in rows)
     unused = getattr(source, "unused", None)
     if unused is not None:  # a table naming files this run did not see: a typo, a moved file
-        for path in unused(path_from_cell(row["path"]) for row in rows):
+        for path in unused(location_from_cell(row["path"]) for row in rows):
             source.problems.append(f"{source.source}: {path} is not among the scored files")
     problems = summarise_problems(source.problems)
     said = f"; {problems}" if problems else ""

@@ -23,7 +23,8 @@ import onnxruntime as ort
 
 from ser.batch.feature_cache import FeatureCache, FileFeatures, MemoryFeatures
 from ser.batch.incremental import row_key
-from ser.batch.report import escape_text, path_from_cell, probability_cells, window_rows
+from ser.batch.records import location_from_cell
+from ser.batch.report import escape_text, probability_cells, window_rows
 from ser.batch.scoring import aggregate
 from ser.batch.session import speaker_spec
 from ser.batch.speaker_stats import Item, SpeakerStats, enough, speaker_statistics
@@ -153,7 +154,7 @@ def _features(row: Row, cache: FeatureCache | MemoryFeatures) -> FileFeatures | 
 
 
 def _entry(row: Row, features: FileFeatures | None, source: SpeakerSource, rate: int) -> _Entry:
-    path = path_from_cell(row["path"])
+    path = location_from_cell(row["path"])
     if features is None:
         return _Entry(row, [source.assign(path, 0.0, float("inf"))], None)
     spans = [features.item_span(r) for r in range(len(features.starts))]

@@ -22,18 +22,18 @@ import csv
 import io
 import math
 import os
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from ser.batch.objects import ObjectUri, is_uri
 from ser.errors import SerError
 
 RTTM_FIELDS = 10
 MAX_PROBLEMS_SHOWN = 5
-_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]+):/+(.*)$")
+Location = Path | ObjectUri  # what a report's path cell names
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class SpeakerSource(Protocol):
 
     problems: list[str]
 
-    def assign(self, path: Path, start_s: float, end_s: float) -> Assignment: ...
+    def assign(self, path: Location, start_s: float, end_s: float) -> Assignment: ...
 
 
 @dataclass
@@ -67,9 +67,9 @@ class FolderSpeakers:
 
     problems: list[str] = field(default_factory=list)
 
-    def assign(self, path: Path, start_s: float = 0.0, end_s: float = math.inf) -> Assignment:
+    def assign(self, path: Location, start_s: float = 0.0, end_s: float = math.inf) -> Assignment:
         # a local path's folder, however the input was spelled (``.`` inside Actor_01 too)
-        name = Path(path).parent.name if _SCHEME.match(str(path)) else _real(path).parent.name
+        name = PurePosixPath(path).parent.name if is_uri(path) else _real(path).parent.name
         if not name:
             return Assignment(None, "no parent folder to name the speaker (--speaker-from folder)")
         return Assignment(name)
@@ -131,13 +131,13 @@ class TableSpeakers:
         """A table given in memory (the Python API); relative paths are the working folder's."""
         return cls(Path("speakers"), {_key(p, Path.cwd()): str(s) for p, s in mapping.items()})
 
-    def assign(self, path: Path, start_s: float = 0.0, end_s: float = math.inf) -> Assignment:
+    def assign(self, path: Location, start_s: float = 0.0, end_s: float = math.inf) -> Assignment:
         speaker = self.by_path.get(_key(path, Path.cwd()))
         if speaker is None:
             return Assignment(None, f"no speaker for this file in {self.source.name}")
         return Assignment(speaker)
 
-    def unused(self, scored: Iterable[Path]) -> list[str]:
+    def unused(self, scored: Iterable[Location]) -> list[str]:
         """Paths the table names that are not among ``scored`` (a typo, a moved file)."""
         seen = {_key(path, Path.cwd()) for path in scored}
         return sorted(key for key in self.by_path if key not in seen)
@@ -194,7 +194,7 @@ class RttmSpeakers:
             rttm.turns[file_id] = merged
         return rttm
 
-    def assign(self, path: Path, start_s: float, end_s: float) -> Assignment:
+    def assign(self, path: Location, start_s: float, end_s: float) -> Assignment:
         turns = self.turns.get(_file_id(path))
         if turns is None:
             return Assignment(None, f"no turns for {_file_id(path)} in {self.source.name}")
@@ -294,12 +294,9 @@ def _read_text(source: Path) -> str:
 
 def _key(path: str | Path, base: Path) -> str:
     """A local path made absolute against ``base`` with its symbolic links resolved; an object
-    URI as written (``pathlib`` folds its ``//``, which is put back)."""
+    URI as written."""
     text = os.fspath(path)
-    remote = _SCHEME.match(text)
-    if remote and remote.group(1) != "file":
-        return f"{remote.group(1)}://{remote.group(2)}"
-    return os.fspath(_real(Path(base, text)))
+    return str(text) if is_uri(text) else os.fspath(_real(Path(base, text)))
 
 
 def _real(path: str | Path) -> Path:

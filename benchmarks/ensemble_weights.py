@@ -1,13 +1,14 @@
 """Weights for an ensemble of two exported models, judged on both corpora's validation speakers.
 
-    python benchmarks/ensemble_weights.py --first A.onnx --second B.onnx
+    python benchmarks/ensemble_weights.py --first A.onnx --second B.onnx [--split validation]
 
 Scores RAVDESS (actors 21-22 validation, 23-24 test) and nEMO (IC0 validation, SM0 test) with
 each model as ``ser-batch`` does, then prints, for each weight of the first model, every split's
 accuracy and UAR of the weighted mean probabilities. The rule that chose the shipped weight: the
 best mean of the two validation UARs (the test columns are printed, never used to choose). The
 first model runs the second one's encoder weights, as ``ser-export ensemble SECOND FIRST`` will
-run it.
+run it. ``--split validation`` scores the validation speakers only, for choices made before
+any test figure is seen.
 """
 
 from __future__ import annotations
@@ -45,17 +46,20 @@ def split_probs(model: str, data: Path, split: str) -> tuple[np.ndarray, np.ndar
 @click.command()
 @click.option("--first", required=True, help="The model whose weight is swept.")
 @click.option("--second", required=True)
-def main(first: str, second: str) -> None:
+@click.option(
+    "--split", "splits", multiple=True, type=click.Choice(["validation", "test"]),
+    default=("validation", "test"), show_default=True,
+)  # fmt: skip
+def main(first: str, second: str, splits: tuple[str, ...]) -> None:
     model = onnx.load(first)
     replaced = share_encoder(model, onnx.load(second))
     print(f"first: {first} ({replaced} encoder weights from the second); second: {second}; "
           f"machine: {describe_machine()}")  # fmt: skip
     first = str(Path(tempfile.mkdtemp()) / "first.onnx")
     onnx.save(model, first)
-    splits = [(name, data, split) for name, data in (("RAVDESS", RAVDESS_16K), ("nEMO", NEMO))
-              for split in ("validation", "test")]  # fmt: skip
     scored = {}
-    for name, data, split in splits:
+    for name, data, split in [(name, data, split) for name, data in (("RAVDESS", RAVDESS_16K),
+                              ("nEMO", NEMO)) for split in splits]:  # fmt: skip
         (a, truth), (b, _) = split_probs(first, data, split), split_probs(second, data, split)
         scored[name, split] = (a, b, truth)
     for weight in WEIGHTS:

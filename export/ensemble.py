@@ -23,14 +23,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnx import helper, numpy_helper
 from scipy.special import softmax
 
 from ser.corpus import Clip
 from ser.errors import ModelError
-from ser.export.invariance import InvarianceReport, batch_invariance, require_invariance
+from ser.export.invariance import (
+    InvarianceReport,
+    batch_invariance,
+    require_invariance,
+    session_runner,
+)
 from ser.export.neural import parity_inputs
 from ser.export.onnx_io import attach_metadata, load_onnx, read_metadata, save_model
 from ser.export.speaker import states_tensor
@@ -329,15 +333,9 @@ def _metadata(
 
 
 def _runner(model: onnx.ModelProto, meta: ModelMetadata) -> Callable[[np.ndarray], np.ndarray]:
-    """A CPU session as rows -> probabilities, in chunks of 16 (validation sets are large)."""
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-
-    def run(rows: np.ndarray) -> np.ndarray:
-        parts = [session.run([meta.probs_name], {meta.input_name: rows[i : i + 16]})[0]
-                 for i in range(0, len(rows), 16)]  # fmt: skip
-        return np.concatenate(parts).astype(np.float64)
-
-    return run
+    """A CPU session as rows -> float64 probabilities, 16 rows a run (validation sets are large)."""
+    run = session_runner(model.SerializeToString(), meta.input_name, meta.probs_name, chunk=16)
+    return lambda rows: run(rows).astype(np.float64)
 
 
 def _windows(clips: Sequence[Clip], window: int) -> np.ndarray:

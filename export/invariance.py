@@ -49,11 +49,23 @@ class InvarianceReport:
 
 
 def session_runner(
-    model: bytes | str, input_name: str, output_name: str
+    model: bytes | str, input_name: str, output_name: str, *, chunk: int | None = None
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """A CPU ONNX Runtime session as ``rows -> probabilities``."""
+    """A CPU ONNX Runtime session as ``rows -> probabilities``.
+
+    ``chunk``: at most this many rows per run, for large validation sets. Leave it unset for
+    :func:`batch_invariance`, whose batch sizes are the point of the check.
+    """
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    return lambda rows: session.run([output_name], {input_name: rows.astype(np.float32)})[0]
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        rows = rows.astype(np.float32)
+        if chunk is None or len(rows) <= chunk:
+            return session.run([output_name], {input_name: rows})[0]
+        steps = range(0, len(rows), chunk)
+        return np.concatenate([run(rows[i : i + chunk]) for i in steps])
+
+    return run
 
 
 def batch_invariance(

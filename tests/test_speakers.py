@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ser.batch.records import location_from_cell
 from ser.batch.speaker_stats import Item, SpeakerStats, enough, speaker_statistics
 from ser.batch.speakers import (
     FolderSpeakers,
@@ -28,6 +29,18 @@ def test_the_parent_folder_names_the_speaker_however_the_path_is_spelled(tmp_pat
     assert source.assign(Path("s3://bucket/agent-2/call.wav")).speaker == "agent-2"
     assert source.assign(Path("/clip.wav")).speaker is None  # no folder: the reason says so
     assert "parent folder" in source.assign(Path("/clip.wav")).reason
+
+
+def test_object_uris_match_as_written_from_the_report_cells_that_name_them(tmp_path):
+    table = tmp_path / "speakers.csv"
+    table.write_text("path,speaker\ns3://bucket/calls/a.wav,agent-1\n")
+    source = TableSpeakers.read(table)
+    cells = ["s3://bucket/calls/a.wav", "s3://bucket/calls/b.wav"]  # as the report writes them
+    assert source.assign(location_from_cell(cells[0])).speaker == "agent-1"
+    assert source.assign(location_from_cell(cells[1])).speaker is None
+    assert source.unused(location_from_cell(cell) for cell in cells) == []
+    assert source.unused([location_from_cell(cells[1])]) == ["s3://bucket/calls/a.wav"]
+    assert FolderSpeakers().assign(location_from_cell(cells[0])).speaker == "calls"
 
 
 def test_a_csv_table_survives_hostile_lines_and_matches_paths_from_its_folder(
