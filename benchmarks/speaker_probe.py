@@ -1,6 +1,7 @@
 """Speaker normalisation of pooled encoder statistics, measured with a linear probe.
 
-    python benchmarks/speaker_probe.py [--data RAVDESS_16K] [--backbone WHISPER_TINY]
+    python benchmarks/speaker_probe.py [--data RAVDESS_16K] [--backbone WHISPER_TINY] \
+        [--views 4] [--augment/--no-augment] [--whisper-pad-30s]
 
 Design input for speaker-adaptive scoring (issue 14): from the cached encoder states of the
 shipped recipe (Whisper tiny.en, 4 s windows, 4 training views), each window's pooled
@@ -73,10 +74,17 @@ def normalise(x: np.ndarray, speakers: np.ndarray, mode: str, rng=None, keep=Non
 @click.command()
 @click.option("--data", type=click.Path(exists=True, path_type=Path), default=RAVDESS_16K)
 @click.option("--backbone", default=str(WHISPER_TINY), show_default=True)
-def main(data: Path, backbone: str) -> None:
+@click.option("--views", default=4, show_default=True, help="Training views per clip.")
+@click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--whisper-pad-30s", is_flag=True, help="Encode each window padded to 30 s.")
+def main(data: Path, backbone: str, views: int, augment: bool, whisper_pad_30s: bool) -> None:
     started = time.perf_counter()
     clips = load_corpus(data)
-    encoded = encode_corpus(clips, default_cache_dir(), NeuralConfig(backbone=backbone, views=4))
+    config = NeuralConfig(
+        backbone=backbone, views=views, augment=augment, whisper_pad_30s=whisper_pad_30s
+    )
+    encoded = encode_corpus(clips, default_cache_dir(), config)
+    print(f"training views {views}, augmented {augment}, padded to 30 s {whisper_pad_30s}")
     part = encoded.parts[0]
     speakers = {
         split: np.array([c.speaker for c in select(clips, split)])
