@@ -45,14 +45,14 @@ def scored(model: str, data: Path, split: str, speaker: bool, folder: Path) -> d
         raise SystemExit(f"ser-batch failed ({done.returncode}): {done.stderr[-2000:]}")
     with report.open() as handle:
         rows = {str(Path(row["path"]).resolve()): row for row in csv.DictReader(handle)}
-    return {str(clip.path.resolve()): {"label": clip.label, **rows[str(clip.path.resolve())]}
+    return {str(clip.path.resolve()): {**rows[str(clip.path.resolve())], "truth": clip.label}
             for clip in clips}  # fmt: skip
 
 
 def probabilities(rows: dict[str, dict]) -> tuple[np.ndarray, list[str], list[str]]:
     columns = [key for key in next(iter(rows.values())) if key.startswith("p_")]
     probs = np.array([[float(row[c]) for c in columns] for row in rows.values()])
-    return probs, [c[2:] for c in columns], [row["label"] for row in rows.values()]
+    return probs, [c[2:] for c in columns], [row["truth"] for row in rows.values()]
 
 
 def accuracy(plain: dict, speaker: dict, weight: float) -> float:
