@@ -5,6 +5,7 @@ Exit statuses: listed in :data:`SCORE_EPILOG`, which ``ser-batch score -h`` prin
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -91,7 +92,13 @@ def main() -> None:
     "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
-@click.option("--hop", type=click.FloatRange(min=0.01), default=None, help="Window hop in seconds.")
+@click.option(
+    "--hop",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    callback=lambda _ctx, _param, value: _finite(value),
+    help="Window hop in seconds.",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -297,6 +304,13 @@ def summarize(report: Path, plot: Path | None) -> None:
     if plot is not None:
         plot_summary(summary, plot)
         click.echo(f"wrote {plot}")
+
+
+def _finite(value: float | None) -> float | None:
+    """click's FloatRange lets nan and inf through (comparisons with nan are all false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def _fail(error: object, status: int) -> None:

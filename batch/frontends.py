@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,6 +77,8 @@ class WaveformFrontend:
             raise ModelError("a waveform model needs window_s in its metadata")
         self.window = round(metadata.window_s * metadata.sample_rate)
         self.single_limit = int(self.single_window_up_to * self.window)
+        if hop_s is not None and not (math.isfinite(hop_s) and hop_s >= 0):
+            raise ValueError(f"the hop must be a finite number of seconds, got {hop_s}")
         hop_s = hop_s or metadata.hop_s or metadata.window_s
         self.hop = max(1, round(hop_s * metadata.sample_rate))
         self.settings = f"window={self.window} hop={self.hop}"

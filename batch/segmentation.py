@@ -11,6 +11,7 @@ frame as the audio arrives, so a long file never needs its whole list of probabi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -51,6 +52,10 @@ class Segmentation:
             raise ValueError(
                 f"unknown segmentation {self.mode!r}; expected one of {', '.join(SEGMENTATIONS)}"
             )
+        values = (self.threshold, self.min_speech_s, self.min_silence_s, self.max_speech_s,
+                  self.pad_s, self.context_s)  # fmt: skip
+        if not all(math.isfinite(value) for value in values):
+            raise ValueError("VAD settings must be finite numbers (not nan or inf)")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"VAD threshold must lie between 0 and 1, got {self.threshold}")
         if self.min_speech_s < 0 or self.pad_s < 0 or self.context_s < 0:
@@ -75,10 +80,18 @@ class Segmentation:
         if not self.vad:
             return ""
         return (
-            f"vad=silero:{vad_sha256[:8]} threshold={self.threshold:g} "
-            f"min_speech={self.min_speech_s:g} min_silence={self.min_silence_s:g} "
-            f"max_speech={self.max_speech_s:g} pad={self.pad_s:g} context={self.context_s:g}"
+            f"vad=silero:{vad_sha256[:8]} threshold={_exact(self.threshold)} "
+            f"min_speech={_exact(self.min_speech_s)} min_silence={_exact(self.min_silence_s)} "
+            f"max_speech={_exact(self.max_speech_s)} pad={_exact(self.pad_s)} "
+            f"context={_exact(self.context_s)}"
         )
+
+
+def _exact(value: float) -> str:
+    """``value`` as short as it reads back exactly: ``0.5`` as before, ``0.6410822868347168``
+    whole (six digits would give two different thresholds one incremental key)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
 
 
 @dataclass(frozen=True)

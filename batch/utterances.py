@@ -9,12 +9,15 @@ each side, never past the middle of the pause before or after (never a neighbour
 zero-padded beyond. The model pools over every frame that is not zero padding, and it was
 trained on clips with about 1 s of near-silence around the speech: the region alone scores far
 lower (validation, README "Segmentation"). A longer region is cut into windows of its own
-samples every hop, the last one zero-padded. An eGeMAPS model gets one feature row per region.
+samples every hop, the last one zero-padded. An eGeMAPS model gets one feature row per region;
+a region too short for openSMILE to measure (under about 0.08 s, possible only with
+``--vad-min-speech`` and ``--vad-pad`` near 0) is left out, as regions under the minimum are.
 
 Each row's ``starts``/``ends`` are the part of its region it covers (its weight within the
 region); ``regions`` and ``region_of_row`` say which region a row belongs to. A region is
 emitted once its context is final, so only the audio from the earliest region still pending
-(at most a region plus its context before it) is held, however long the file.
+is held, however long the file: at most about two ``--vad-max-speech`` regions and their
+context, since a finished region waits for the next one while that one is still open.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ser.audio import center_window, split_windows
 from ser.batch.frontends import EgemapsFrontend, ModelInputs, WaveformFrontend
 from ser.batch.segmentation import SAMPLE_RATE, Region, Segmentation, SpeechTracker
 from ser.batch.vad import SileroVad
+from ser.errors import AudioError
 
 
 class SpeechFrontend:
@@ -114,7 +118,7 @@ class SpeechFrontend:
         *,
         final: bool,
     ) -> ModelInputs:
-        rows, starts, ends, owner = [], [], [], []
+        rows, starts, ends, owner, scored = [], [], [], [], []
         for index, region in enumerate(ready):
             following = ready[index + 1] if index + 1 < len(ready) else (after or [None])[0]
             left = (previous_end + region.start) // 2 if previous_end else 0
@@ -122,14 +126,17 @@ class SpeechFrontend:
             left = max(left, region.start - self.context, offset)
             right = min(right, region.end + self.context) if self.context else region.end
             part = self._region_rows(region, left, right, buffer, offset)
+            previous_end = region.end
+            if not part[0]:
+                continue  # too short to measure: left out, as a region under --vad-min-speech
             rows += part[0]
             starts += part[1]
             ends += part[2]
-            owner += [index] * len(part[0])
-            previous_end = region.end
+            owner += [len(scored)] * len(part[0])
+            scored.append(region)
         return ModelInputs(
             _stack(rows, self._row_shape()), np.array(starts, np.int64), np.array(ends, np.int64),
-            regions=np.array([[r.start, r.end] for r in ready], np.int64).reshape(-1, 2),
+            regions=np.array([[r.start, r.end] for r in scored], np.int64).reshape(-1, 2),
             region_of_row=np.array(owner, np.int64), samples=total if final else None,
         )  # fmt: skip
 
@@ -138,7 +145,10 @@ class SpeechFrontend:
     ) -> tuple[list[np.ndarray], list[int], list[int]]:
         speech = buffer[region.start - offset : region.end - offset]
         if isinstance(self.inner, EgemapsFrontend):
-            return [self.inner.extractor.extract(speech)], [region.start], [region.end]
+            try:
+                return [self.inner.extractor.extract(speech)], [region.start], [region.end]
+            except AudioError:  # openSMILE cannot measure under about 0.08 s
+                return [], [], []
         inner, length = self.inner, region.end - region.start
         if length > inner.single_limit:
             windows, begins = split_windows(speech, inner.window, inner.hop)

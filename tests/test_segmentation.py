@@ -12,7 +12,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from ser.batch.cli import main as batch_main
-from ser.batch.frontends import WaveformFrontend
+from ser.batch.frontends import WaveformFrontend, frontend_for
 from ser.batch.segmentation import FRAME, Region, Segmentation, SpeechTracker
 from ser.batch.utterances import SpeechFrontend
 from ser.batch.vad import SileroVad
@@ -80,6 +80,9 @@ def test_regions_do_not_depend_on_how_the_frames_arrive(chunk):
         (dict(threshold=1.5), "between 0 and 1"),
         (dict(min_silence_s=0.05, pad_s=0.03), "at least twice the padding"),
         (dict(max_speech_s=0.5), "at least 1 s"),
+        (dict(context_s=float("nan")), "finite"),  # nan passes every range check
+        (dict(min_speech_s=float("nan")), "finite"),
+        (dict(max_speech_s=float("inf")), "finite"),
     ],
 )
 def test_impossible_settings_are_refused_saying_what_is_allowed(settings, message):
@@ -262,16 +265,49 @@ def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes
     assert {row["settings"] for row in csv.DictReader(out.open())} == {"window=64000 hop=64000"}
 
 
-def test_impossible_vad_settings_are_one_line_before_any_work(tmp_path):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--vad-min-silence", "0.01"], "at least twice the padding"),
+        (["--vad-context", "nan"], "finite"),
+        (["--vad-pad", "inf"], "finite"),
+        (["--hop", "nan"], "not a finite number"),
+    ],
+)
+def test_impossible_vad_settings_are_one_line_before_any_work(tmp_path, option, message):
     sf.write(tmp_path / "a.wav", np.zeros(RATE, np.float32), RATE)
     result = CliRunner().invoke(
         batch_main,
         ["score", str(tmp_path / "a.wav"), "-o", str(tmp_path / "r.csv"), "--segmentation", "vad",
-         "--vad-min-silence", "0.01"],
+         *option],
     )  # fmt: skip
     assert result.exit_code == 2
-    assert "at least twice the padding" in result.output
+    assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_the_settings_cell_tells_apart_settings_that_differ_past_six_digits():
+    a, b = 0.6410822868347168, 0.6410823464393616  # both 0.641082 with six digits
+    described = {Segmentation("vad", threshold=t).describe("f" * 64) for t in (a, b)}
+    assert len(described) == 2
+    assert "threshold=0.5 " in Segmentation("vad").describe("f" * 64)  # as before: same keys
+
+
+def test_an_egemaps_region_too_short_to_measure_is_left_out_not_the_whole_file():
+    metadata = ModelMetadata("egemaps", ("a", "b"), RATE, "features", "probs")
+    tiny = Segmentation("vad", min_speech_s=0.0, pad_s=0.0)
+    frontend = SpeechFrontend(frontend_for(metadata), tiny)
+    signal = bursts([(1.0, 3.0), (4.5, 6.0)], 6.5, seed=0)
+    onset = 4 * RATE // FRAME + int(
+        np.argmax(SileroVad().probabilities(signal)[4 * RATE // FRAME :] >= 0.5)
+    )
+    signal = signal[: (onset + 1) * FRAME]  # the file ends one frame into the second burst
+    inputs = frontend.inputs(signal)
+    found = SpeechTracker(tiny)
+    regions = found.feed(SileroVad().probabilities(signal)) + found.finish(signal.size)
+    assert any(r.end - r.start < 0.08 * RATE for r in regions), regions  # one is unmeasurable
+    assert len(inputs.regions) == len(regions) - 1 >= 1
+    assert len(inputs.rows) == len(inputs.regions) and np.isfinite(inputs.rows).all()
 
 
 @pytest.mark.parametrize("context_s", [0.0, 1.0, 2.0])
@@ -301,3 +337,10 @@ def test_a_short_region_is_seen_with_its_context_up_to_the_middle_of_each_pause(
         assert np.array_equal(inputs.rows[index], expected), (context_s, index)
     # 2 s reaches past the middle of the 3 s pauses; 1 s does not
     assert any(bounded_by_pause) == (context_s == 2.0)
+
+
+def test_a_non_finite_hop_is_refused_through_the_api_too():
+    metadata = ModelMetadata("waveform", ("a", "b"), RATE, "audio", "probs", window_s=4.0)
+    for hop in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            WaveformFrontend(metadata, hop)
