@@ -90,7 +90,8 @@ def batch_invariance(
         for start in range(0, len(pool), size):
             chosen = order[start : start + size]
             batched[chosen] = run(pool[chosen])
-        worst = max(worst, float(np.abs(batched - alone).max()))
+        gap = float(np.abs(batched - alone).max())
+        worst = max(worst, gap if np.isfinite(gap) else np.inf)  # NaN scores fail, never hide
         changes += int((batched.argmax(axis=1) != alone.argmax(axis=1)).sum())
     return InvarianceReport(len(pool), tuple(batch_sizes), worst, changes)
 

@@ -35,9 +35,39 @@ def read_metadata(model: onnx.ModelProto) -> ModelMetadata:
     return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
 
 
+def check_writable(path: Path) -> None:
+    """Refuse, before an export's work, an output that cannot be written: a folder, a parent
+    that is a file, a read-only place (a probe file is created there and removed).
+
+    Raises:
+        ModelError: one line saying what is wrong.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"cannot write {path}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".probe"):
+            pass
+    except OSError as error:
+        raise ModelError(f"cannot write {path} ({error.strerror or error})") from None
+
+
 def save_model(model: onnx.ModelProto, path: Path) -> None:
-    """Write atomically: a failed export never leaves a truncated model at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.tmp", delete=False) as handle:
-        handle.write(model.SerializeToString())
-    publish(handle.name, path)
+    """Write atomically: a failed export never leaves a truncated model at ``path``, nor its
+    temporary file beside it.
+
+    Raises:
+        ModelError: when the file cannot be written.
+    """
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.tmp", delete=False) as out:
+            temp = out.name
+            out.write(model.SerializeToString())
+        publish(temp, path)
+    except OSError as error:
+        if temp is not None:
+            Path(temp).unlink(missing_ok=True)
+        raise ModelError(f"cannot write {path} ({error.strerror or error})") from None

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -100,7 +101,7 @@ def test_the_cli_writes_an_ensemble_and_refuses_what_cannot_be_one(
         export_ensemble(members[:1], tmp_path / "x.onnx")
     with pytest.raises(ModelError, match="differ in structure"):
         export_ensemble([members[0], tmp_path / "w2v.onnx"], tmp_path / "x.onnx")
-    with pytest.raises(ModelError, match="one positive weight"):
+    with pytest.raises(ModelError, match="one positive, finite weight"):
         export_ensemble(members, tmp_path / "x.onnx", weights=[1.0])
     other = onnx.load(members[1])
     for prop in other.metadata_props:
@@ -110,3 +111,83 @@ def test_the_cli_writes_an_ensemble_and_refuses_what_cannot_be_one(
     with pytest.raises(ModelError, match="same labels"):
         export_ensemble([members[0], tmp_path / "reversed.onnx"], tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("weights", [[float("nan"), 1.0], [float("inf"), 1.0], [1e308, 1e308]])
+def test_weights_that_are_not_finite_are_refused_before_any_work(members, tmp_path, weights):
+    with pytest.raises(ModelError, match="finite weight"):
+        export_ensemble(members, tmp_path / "x.onnx", weights=weights)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_bad_outputs_and_a_member_given_twice_are_one_line_before_any_work(members, tmp_path):
+    before = members[1].read_bytes()
+    cases = [
+        ([members[0], members[1]], members[1], "overwrite one of the models"),
+        ([members[0], members[0].parent / "." / members[0].name], tmp_path / "x.onnx", "twice"),
+        (members, tmp_path, "is a directory"),
+        (members, members[0] / "x.onnx", "cannot write"),  # a parent that is a file
+    ]
+    for paths, output, message in cases:
+        result = CliRunner().invoke(export_main, ["ensemble", *map(str, paths), "-o", str(output)])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    assert members[1].read_bytes() == before
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_invariance_gate_runs_whole_batches_and_test_metrics_need_test_clips(
+    members, synthetic_manifest, tmp_path, monkeypatch
+):
+    sizes = []
+    original = ort.InferenceSession.run
+
+    def counting(self, outputs, feeds, *args, **kwargs):
+        sizes.append(len(next(iter(feeds.values()))))
+        return original(self, outputs, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", counting)
+    clips = load_corpus(synthetic_manifest)
+    not_test = [clip for clip in clips if clip.split != "test"]
+    export_ensemble(members, tmp_path / "e.onnx", parity_clips=not_test[:70])
+    assert 64 in sizes  # the gate's largest batch reached ONNX Runtime whole
+    meta = ModelMetadata.from_props(
+        {p.key: p.value for p in onnx.load(tmp_path / "e.onnx").metadata_props}
+    )
+    assert "test_metrics" not in meta.extra  # no test clip among the parity clips: no figure
+
+
+def test_encoders_that_differ_in_a_node_attribute_cannot_share_one(members, tmp_path):
+    other = onnx.load(members[1])
+    norms = [node for node in other.graph.node if node.op_type == "LayerNormalization"]
+    epsilon = next(a for a in norms[0].attribute if a.name == "epsilon")
+    epsilon.f = 0.5
+    onnx.save(other, tmp_path / "epsilon.onnx")
+    with pytest.raises(ModelError, match="differ in structure"):
+        export_ensemble([members[0], tmp_path / "epsilon.onnx"], tmp_path / "x.onnx")
+
+
+def test_a_member_that_loses_exactly_one_point_is_accepted(monkeypatch):
+    from ser.export import ensemble
+
+    truth = np.zeros(100, int)
+    own = np.eye(2)[np.r_[np.zeros(13, int), np.ones(87, int)]]  # 13 of 100 right
+    shared = np.eye(2)[np.r_[np.zeros(12, int), np.ones(88, int)]]  # 12 of 100: one point less
+    monkeypatch.setattr(ensemble, "_runner", lambda model, meta: lambda rows: own)
+    checks = ensemble._member_checks(
+        [Path("a.onnx")], [None], [1], [shared], np.zeros((100, 4)), truth, None
+    )
+    assert checks[0].own == pytest.approx(0.13) and checks[0].shared == pytest.approx(0.12)
+
+
+def test_a_fixed_length_member_makes_the_ensemble_fixed_length(
+    members, synthetic_manifest, tiny_whisper, tmp_path
+):
+    config = replace(QUICK, backbone=str(tiny_whisper), head="reference")
+    train_neural(load_corpus(synthetic_manifest), tmp_path / "ref", tmp_path / "cache", config)
+    export_neural(tmp_path / "ref", tmp_path / "ref.onnx")
+    export_ensemble([members[0], tmp_path / "ref.onnx"], tmp_path / "e.onnx")
+    merged = onnx.load(tmp_path / "e.onnx")
+    meta = ModelMetadata.from_props({p.key: p.value for p in merged.metadata_props})
+    assert meta.dynamic_length is False and meta.extra["head"] == "pooled,reference"
+    assert merged.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 16_000
