@@ -37,6 +37,10 @@ _KINDS = {
 }
 
 
+UNREADABLE_FOLDER = "cannot read directory"
+"""The error of a folder found below an input that could not be listed."""
+
+
 @dataclass(frozen=True)
 class Found:
     """A path to score (with its size and modification time), or why it cannot be used.
@@ -85,10 +89,12 @@ class EmptyInput:
 
 @dataclass(frozen=True)
 class Discovery:
-    """The entries to score, in order, and the inputs that yielded none."""
+    """The entries to score, in order, the inputs that yielded none, and the folders below
+    them that could not be read (an incremental run keeps their earlier rows)."""
 
     found: list[Found]
     empty_inputs: list[EmptyInput]
+    unreadable: list[Path] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Found]:
         return iter(self.found)
@@ -115,7 +121,8 @@ def discover(
         if reason:
             empty.append(EmptyInput(path, reason))
         found += _first_of_each(entries, seen)
-    return Discovery(found, empty)
+    unreadable = [entry.path for entry in found if entry.error.startswith(UNREADABLE_FOLDER)]
+    return Discovery(found, empty, unreadable)
 
 
 def read_file_list(source: str) -> list[str]:
@@ -136,7 +143,11 @@ def read_file_list(source: str) -> list[str]:
 
 def _entries(path: Path, include: Sequence[str], exclude: Sequence[str]) -> tuple[list[Found], str]:
     """One input's entries, or why it has none."""
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as error:  # pathlib lets permission and name-length errors through
+        return [], f"cannot read ({error.strerror})"
+    if is_dir:
         entries = _walk(path, include, exclude)
         return entries, "" if entries else "no matching audio files in it"
     found = Found.of(path)
@@ -191,21 +202,30 @@ def _walk(root: Path, include: Sequence[str], exclude: Sequence[str]) -> list[Fo
             if (info.st_dev, info.st_ino) in visited:
                 continue  # reached before, through another link or a cycle: walked once
             visited.add((info.st_dev, info.st_ino))
-            with os.scandir(folder) as scan:
-                names = sorted(entry.name for entry in scan)
-        except OSError as error:
-            problems.append(Found(folder, f"cannot read directory ({error.strerror})"))
+            with os.scandir(folder) as scan:  # the entries' types from the listing itself:
+                entries = sorted((e.name, _is_dir(e), e.is_symlink()) for e in scan)
+        except OSError as error:  # unreadable, unsearchable, or a path too long to open
+            problems.append(Found(folder, f"{UNREADABLE_FOLDER} ({error.strerror})"))
             continue
-        for name in names:
+        for name, is_dir, is_link in entries:
             path = folder / name
             if _matches(path, exclude):
                 continue
-            if path.is_dir():
-                (linked if via_link or path.is_symlink() else real).append(path)
+            if is_dir:
+                (linked if via_link or is_link else real).append(path)
             elif _wanted(path, include):
-                found.append((via_link or path.is_symlink(), Found.of(path)))
+                found.append((via_link or is_link, Found.of(path)))
     preferred = [entry for _, entry in sorted(found, key=lambda item: (item[0], item[1].path))]
     return sorted(_first_of_each(preferred, set()), key=lambda item: item.path) + problems
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether ``entry`` is a folder (through a link too); an entry that cannot be followed (a
+    link loop, no permission) is taken as a file, whose row then says why it cannot be read."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _first_of_each(entries: Iterable[Found], seen: set[object]) -> list[Found]:

@@ -125,6 +125,7 @@ def plan_run(
             reused[index] = row
     present = {path_cell(found.path) for found in discovery.found}
     silent = [path_cell(empty.path) for empty in discovery.empty_inputs]
+    silent += [path_cell(folder) for folder in discovery.unreadable]  # not gone: unreadable now
     kept, dropped = [], 0
     for path, row in previous.rows.items():
         if path in present:

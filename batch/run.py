@@ -169,6 +169,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
                 cached=speaker.cache.has if speaker is not None else None,
             )  # fmt: skip
             check_shrink(plan, previous, report, allowed=options.allow_shrink)
+            writing = _Writing(str(journal.path) if journal is not None else options.output)
             try:
                 cache = speaker.cache if speaker is not None else None
                 scored, summary = _score(plan.todo, engine, fmt_rows, journal, lock, cache)
@@ -183,11 +184,18 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
                     summary += _speaker_summary(rows, stats, speaker_source)
                 with_speaker = speaker is not None
                 columns = report_columns(model.labels, speaker=with_speaker)
+                if journal is not None:  # the folder may have moved while speaker mode ran
+                    journal.sync()
+                    lock.check()
+                writing.now(options.output)
                 write_report(options.output, rows, columns, fmt)
+                writing.report_published = True
                 if options.segments is not None:
                     columns = segment_columns(model.labels, speaker=with_speaker)
+                    writing.now(options.segments)
                     write_report(str(options.segments), segments, columns, segments_fmt)
                 if journal is not None:
+                    writing.now(provenance_path(report))
                     write_provenance(
                         report, model, settings=settings, started=started_at, rows=rows,
                         options=_recorded(options), engine=engine.describe(),
@@ -195,10 +203,11 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
                     journal.remove()
                 if speaker is not None:  # the report is in place: its statistics now
                     kept = speaker.settings
+                    writing.now(kept.stats_file)
                     write_stats(kept.stats_file, stats, model.sha256, kept.scoring)
                     speaker.cache.prune({row_key(row) for row in rows})  # old rows' features
             except OSError as error:
-                raise OutputFailed(_output_failure(error, report, journal)) from None
+                raise OutputFailed(_output_failure(error, writing, journal)) from None
         finally:
             if journal is not None:
                 journal.close()
@@ -362,10 +371,27 @@ def _say_empty(discovery: Discovery, *, kept: bool) -> None:
               file=sys.stderr)  # fmt: skip
 
 
-def _output_failure(error: OSError, report: Path, journal: Journal | None) -> str:
-    where = error.filename or report
-    message = f"cannot write {where} ({error.strerror or error}); the previous report is intact"
-    if journal is not None:
+@dataclass
+class _Writing:
+    """Which output a run is writing, and whether its report is already in place, so that a
+    failed write says what was and was not written."""
+
+    path: str
+    report_published: bool = False
+
+    def now(self, path: str | Path) -> None:
+        self.path = str(path)
+
+
+def _output_failure(error: OSError, writing: _Writing, journal: Journal | None) -> str:
+    where = error.filename or writing.path
+    state = (
+        f"the report is updated, {writing.path} is not"
+        if writing.report_published
+        else "the previous report is intact"
+    )
+    message = f"cannot write {where} ({error.strerror or error}); {state}"
+    if journal is not None and not writing.report_published:
         message += (
             f"; the {journal.rows} files this run scored are kept in {journal.path} for the "
             "next --incremental run"

@@ -398,6 +398,102 @@ def test_the_run_stops_when_its_folder_or_lock_disappears(tmp_path, monkeypatch,
         assert _journal_lines(tmp_path / "moved" / "r.csv") >= 2
 
 
+def test_a_folder_moved_after_the_last_row_is_caught_before_anything_is_published(
+    tmp_path, monkeypatch
+):
+    import ser.batch.run as run
+
+    for n in range(3):
+        _write(tmp_path / "audio" / f"f{n}.wav", f0=120 + 30 * n)
+    out = tmp_path / "out"
+    out.mkdir()
+    assemble = run._assemble
+
+    def assemble_then_move(*args, **kwargs):
+        out.rename(tmp_path / "moved")
+        out.mkdir()  # a new folder where the old one was: nothing may be written into it
+        return assemble(*args, **kwargs)
+
+    monkeypatch.setattr(run, "_assemble", assemble_then_move)
+    result = _score(str(tmp_path / "audio"), "-o", str(out / "r.csv"), "--incremental")
+    assert result.exit_code == EXIT_OUTPUT_FAILED, result.output
+    assert "removed or replaced during the run" in _errors(result.output)[0]
+    assert list(out.iterdir()) == []
+    assert _journal_lines(tmp_path / "moved" / "r.csv") == 3  # the next run finishes the job
+
+
+def test_a_write_that_fails_after_the_report_says_the_report_is_updated(tmp_path, monkeypatch):
+    import errno
+
+    import ser.batch.run as run
+
+    _write(tmp_path / "audio" / "a.wav")
+    report, segments = tmp_path / "r.csv", tmp_path / "seg.csv"
+    write_report = run.write_report
+
+    def full_for_segments(path, *args, **kwargs):
+        if str(path) == str(segments):
+            raise OSError(errno.ENOSPC, "No space left on device")  # no file name, as os.write
+        return write_report(path, *args, **kwargs)
+
+    monkeypatch.setattr(run, "write_report", full_for_segments)
+    result = _score(str(tmp_path / "audio"), "-o", str(report), "--segments", str(segments))
+    assert result.exit_code == EXIT_OUTPUT_FAILED, result.output
+    [error] = _errors(result.output)
+    assert f"cannot write {segments} (No space left on device)" in error
+    assert f"the report is updated, {segments} is not" in error and "intact" not in error
+    assert len(_rows(report)) == 1
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_row_and_keeps_its_rows(tmp_path, monkeypatch):
+    import ser.batch.discovery as discovery
+
+    for name in ("agents/a.wav", "archive/b.wav", "archive/c.wav"):
+        _write(tmp_path / "audio" / name)
+    report = tmp_path / "r.csv"
+    assert _score(str(tmp_path / "audio"), "-o", str(report)).exit_code == 0
+    before = {row["path"]: row for row in _rows(report)}
+    scandir = os.scandir
+
+    def unreadable_archive(path="."):
+        if not isinstance(path, int) and Path(path).name == "archive":  # a permissions slip
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(discovery.os, "scandir", unreadable_archive)
+    result = _score(str(tmp_path / "audio"), "-o", str(report), "--incremental")
+    assert result.exit_code == EXIT_FILES_FAILED, result.output
+    rows = {row["path"]: row for row in _rows(report)}
+    archive = str(tmp_path / "audio" / "archive")
+    assert rows.pop(archive)["error"] == "cannot read directory (Permission denied)"
+    assert rows == before  # the archive's files are not gone: their rows stay
+    monkeypatch.setattr(discovery.os, "scandir", scandir)
+    result = _score(str(tmp_path / "audio"), "-o", str(report), "--incremental")
+    assert result.exit_code == 0 and "3 unchanged files kept" in result.output
+
+
+def test_names_too_long_for_the_system_are_errors_not_a_crash(tmp_path):
+    long_input = tmp_path / ("x" * 300)
+    result = _score(str(long_input), "-o", str(tmp_path / "r.csv"))
+    assert result.exit_code == EXIT_INPUTS and "File name too long" in result.output
+    assert "Traceback" not in result.output
+    _write(tmp_path / "audio" / "a.wav")
+    deep = os.open(tmp_path / "audio", os.O_RDONLY)
+    try:  # folders below it whose full path passes PATH_MAX (4096): made relative to a descriptor
+        for _ in range(20):
+            os.mkdir("d" * 250, dir_fd=deep)
+            inner = os.open("d" * 250, os.O_RDONLY, dir_fd=deep)
+            os.close(deep)
+            deep = inner
+    finally:
+        os.close(deep)
+    result = _score(str(tmp_path / "audio"), "-o", str(tmp_path / "r.csv"))
+    assert result.exit_code == EXIT_FILES_FAILED, result.output
+    statuses = sorted((row["status"], row["error"]) for row in _rows(tmp_path / "r.csv"))
+    assert statuses[0] == ("error", "cannot read directory (File name too long)")
+    assert statuses[1][0] == "ok"
+
+
 # 5. Incremental runs
 
 
