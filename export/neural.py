@@ -9,7 +9,6 @@ head's frame count is part of its weights, so its graph takes exactly one window
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import platform
@@ -34,7 +33,13 @@ from ser.export.invariance import (
     require_invariance,
     session_runner,
 )
-from ser.export.onnx_io import attach_metadata, read_metadata, save_model
+from ser.export.onnx_io import (
+    GRAPH_HASH,
+    attach_metadata,
+    graph_sha256,
+    read_metadata,
+    save_model,
+)
 from ser.export.optimize import convert_fp16, onnx_accuracy, optimize_graph, quantize_int8
 from ser.export.parity import ParityReport, compare_probabilities, require_parity
 from ser.metadata import ModelMetadata
@@ -260,7 +265,7 @@ def neural_metadata(checkpoint: NeuralCheckpoint, model: onnx.ModelProto) -> Mod
             "test_metrics": metrics,
             "manifest_hash": config["manifest_hash"],
             **_training_record(config, metrics),
-            "graph_sha256": hashlib.sha256(model.graph.SerializeToString()).hexdigest()[:16],
+            GRAPH_HASH: graph_sha256(model),  # refreshed by save_model if the graph changes
             "versions": {
                 "python": platform.python_version(),
                 "torch": torch.__version__,

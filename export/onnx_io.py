@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,14 @@ def read_metadata(model: onnx.ModelProto) -> ModelMetadata:
     return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
 
 
+GRAPH_HASH = "graph_sha256"
+
+
+def graph_sha256(model: onnx.ModelProto) -> str:
+    """The first 16 hex digits of the SHA-256 of ``model``'s graph (metadata not included)."""
+    return hashlib.sha256(model.graph.SerializeToString()).hexdigest()[:16]
+
+
 def check_writable(path: Path) -> None:
     """Refuse, before an export's work, an output that cannot be written: a folder, a parent
     that is a file, a read-only place (a probe file is created there and removed).
@@ -60,6 +69,9 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
     Raises:
         ModelError: when the file cannot be written.
     """
+    for prop in model.metadata_props:  # the graph as written, after any merge or rewrite
+        if prop.key == GRAPH_HASH:
+            prop.value = graph_sha256(model)
     temp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

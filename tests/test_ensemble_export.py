@@ -1,5 +1,6 @@
 """ser-export ensemble: exported models as one graph on one encoder pass, on tiny encoders."""
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -80,6 +81,8 @@ def test_the_ensemble_runs_one_encoder_and_averages_its_members(
     assert [m["weight"] for m in meta.extra_json("ensemble")] == [3.0, 1.0]
     assert meta.extra_json("calibration")["temperature"] == pytest.approx(exported.temperature)
     assert "test_metrics" not in meta.extra  # the members' figures are not the ensemble's
+    written = hashlib.sha256(merged.graph.SerializeToString()).hexdigest()[:16]
+    assert meta.extra["graph_sha256"] == written  # the merged graph's, not the first member's
 
 
 def test_the_cli_writes_an_ensemble_and_refuses_what_cannot_be_one(
