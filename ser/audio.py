@@ -42,6 +42,7 @@ AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | (
 )
 FORMATS_INSTALL = "pip install 'ser-toolkit[formats]'"
 MIN_SAMPLE_RATE = 1_000
+NO_SAMPLES_IN_STREAM = "its audio stream holds no samples"
 """Below this no recording carries speech; such a header would cost minutes of resampling."""
 MAX_FRAMES_PER_BYTE = 10_000
 """Well above any real encoder (silent FLAC packs about 350 frames per byte)."""
@@ -73,6 +74,8 @@ def stream_audio(
     """
     path = Path(path)
     file_rate, blocks = AudioFile(path).blocks(block_s)
+    if not file_rate:
+        raise AudioError(f"{path}: {NO_SAMPLES_IN_STREAM}")
     resampler = None
     if file_rate and file_rate != sample_rate:
         resampler = soxr.ResampleStream(file_rate, sample_rate, 1, "float32", quality="HQ")
@@ -129,6 +132,7 @@ class AudioFile:
         self.path = Path(path)
         self._file: sf.SoundFile | None = None
         self._refusal: BaseException | None = None
+        self._whole_only = False
         try:
             fd = _descriptor(self.path)
         except OSError as error:
@@ -140,6 +144,13 @@ class AudioFile:
             self._refusal = error
             return
         self._check_header(size)
+        # libsndfile's MPEG decoder gives other samples when a file is read in more than one
+        # call, and stops at the end of the first of joined MP3s: FFmpeg decodes them, where
+        # installed; else one whole read (:meth:`blocks`), the only way libsndfile is exact
+        self._whole_only = self._file.format == "MP3"
+        if self._whole_only and importlib.util.find_spec("av") is not None:
+            self.close()
+            self._file = None
 
     def _check_header(self, size: int) -> None:
         rate, frames = self._file.samplerate, self._file.frames
@@ -171,7 +182,9 @@ class AudioFile:
                 refusal = error
         if signal is None:
             file_rate, blocks = _ffmpeg_blocks(self.path, None, refusal)
-            signal = np.concatenate(list(blocks)) if file_rate else np.zeros(0, np.float32)
+            if not file_rate:
+                raise AudioError(f"{self.path}: {NO_SAMPLES_IN_STREAM}")
+            signal = np.concatenate(list(blocks))
         try:
             return prepare_signal(signal, file_rate, sample_rate)
         except AudioError as error:
@@ -188,13 +201,20 @@ class AudioFile:
         return rate, self._mono_blocks(max(1, int(block_s * rate)))
 
     def _mono_blocks(self, size: int) -> Generator[np.ndarray, None, None]:
+        """Blocks of ``size`` frames (an MPEG file without FFmpeg: read whole, then cut), none
+        past the last frame actually read: a file shorter than its header says ends there."""
         try:
-            for block in self._file.blocks(blocksize=size, dtype="float32", always_2d=True):
-                yield (
-                    block[:, 0].copy()
-                    if block.shape[1] == 1
-                    else block.mean(axis=1, dtype=np.float32)
-                )
+            whole = self._file.read(dtype="float32", always_2d=True) if self._whole_only else None
+            while True:
+                if whole is not None:
+                    block, whole = whole[:size], whole[size:]
+                else:
+                    block = self._file.read(size, dtype="float32", always_2d=True)
+                if not len(block):
+                    return
+                yield _mono(block)
+                if whole is None and len(block) < size:
+                    return
         finally:
             self.close()
 
@@ -303,7 +323,24 @@ def _ffmpeg_blocks(
             f"{path}: a sample rate of {rate} Hz (under {MIN_SAMPLE_RATE} Hz); refused"
         )
     size = None if block_s is None else max(1, int(block_s * rate))
-    return rate, _gather(mono, (chunk for _, chunk in frames), size)
+    return rate, _gather(mono, _at_rate(frames, rate), size)
+
+
+def _at_rate(frames: Iterator[tuple[int, np.ndarray]], rate: int) -> Iterator[np.ndarray]:
+    """The frames at ``rate``: where a stream's rate changes midway (recordings joined into one
+    file), the rest is resampled back to its first rate, so that duration and pitch hold."""
+    stream, current = None, rate
+    for frame_rate, chunk in frames:
+        if frame_rate != current:
+            if stream is not None:
+                yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
+            stream = None
+            if frame_rate != rate:
+                stream = soxr.ResampleStream(frame_rate, rate, 1, "float32", quality="HQ")
+            current = frame_rate
+        yield chunk if stream is None else stream.resample_chunk(chunk)
+    if stream is not None:
+        yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
 class _FFmpegFile:
@@ -315,7 +352,7 @@ class _FFmpegFile:
     """
 
     def __init__(self, path: Path, refusal: BaseException | None) -> None:
-        self.path = path
+        self.path, self._refusal = path, refusal
         try:
             import av
         except ImportError:
@@ -334,10 +371,7 @@ class _FFmpegFile:
             self.container = av.open(self._handle)
         except self._errors as error:
             self._handle.close()
-            # for a file libsndfile should read, its reason is the telling one
-            own = path.suffix.lower() in SOUNDFILE_EXTENSIONS and refusal is not None
-            reason = _one_line(refusal) if own else _ffmpeg_reason(error)
-            raise AudioError(f"{path}: cannot decode audio ({reason})") from None
+            raise AudioError(f"{path}: cannot decode audio ({self._reason(error)})") from None
         if not self.container.streams.audio:
             name = self.container.format.name
             self.close()
@@ -368,10 +402,14 @@ class _FFmpegFile:
             for planar in self._to_float.resample(None):
                 yield planar.sample_rate, planar.to_ndarray().mean(axis=0, dtype=np.float32)
         except self._errors as error:
-            reason = _ffmpeg_reason(error)
-            raise AudioError(f"{self.path}: cannot decode audio ({reason})") from None
+            raise AudioError(f"{self.path}: cannot decode audio ({self._reason(error)})") from None
         finally:
             self.close()
+
+    def _reason(self, error: BaseException) -> str:
+        """For a file libsndfile should read, its reason is the telling one."""
+        own = self.path.suffix.lower() in SOUNDFILE_EXTENSIONS and self._refusal is not None
+        return _one_line(self._refusal) if own else _ffmpeg_reason(error)
 
     def close(self) -> None:
         """Close the demuxer and the file (again is harmless)."""
@@ -398,6 +436,11 @@ def _gather(
             parts, held = [], 0
     if parts:
         yield np.concatenate(parts)
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    """``[frames, channels]`` mixed down as :func:`prepare_signal` does."""
+    return block[:, 0].copy() if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
 
 
 def _one_line(error: BaseException | None) -> str:

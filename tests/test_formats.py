@@ -159,3 +159,61 @@ def test_without_pyav_ffmpeg_files_get_a_row_naming_the_install(tmp_path, monkey
     assert result.exit_code == 3, result.output
     (row,) = csv.DictReader(report.open())
     assert row["status"] == "error" and FORMATS_INSTALL in row["error"]
+
+
+@pytest.mark.parametrize("with_ffmpeg", [True, False])
+def test_a_long_mp3_streams_exactly_as_it_decodes_whole(tmp_path, monkeypatch, with_ffmpeg):
+    """libsndfile's MPEG decoder gives other samples when read in blocks: MP3s go to FFmpeg,
+    or without it are read whole by libsndfile and cut."""
+    import soundfile as sf
+
+    import ser.audio as audio
+
+    path = tmp_path / "long.mp3"
+    sf.write(path, _tone(440, 70.0, 44_100) * 0.5, 44_100, format="MP3")
+    if not with_ffmpeg:
+        real = audio.importlib.util.find_spec
+        monkeypatch.setattr(
+            audio.importlib.util, "find_spec", lambda name: None if name == "av" else real(name)
+        )
+    whole = load_audio(path)
+    streamed = np.concatenate(list(stream_audio(path)))
+    assert streamed.size == whole.size and np.array_equal(streamed, whole)
+    assert abs(whole.size / SAMPLE_RATE - 70.0) < 0.1
+
+
+def test_joined_mp3s_and_a_rate_change_midway_keep_their_whole_duration(tmp_path):
+    parts = []
+    for index, rate in enumerate((44_100, 22_050)):  # an ADTS stream whose rate changes midway
+        part = write_ffmpeg(tmp_path / f"p{index}.aac", _tone(440, 2.0, rate), rate, "aac",
+                            container="adts")  # fmt: skip
+        parts.append(part.read_bytes())
+    joined = tmp_path / "joined.aac"
+    joined.write_bytes(b"".join(parts))
+    signal = load_audio(joined)
+    assert abs(signal.size / SAMPLE_RATE - 4.0) < 0.2  # not 3.1 s: the second part at its rate
+    assert abs(_peak_hz(signal[-SAMPLE_RATE:]) - 440) < 10  # and at its pitch
+    import soundfile as sf
+
+    for index in range(2):
+        sf.write(tmp_path / f"m{index}.mp3", _tone(440, 2.0, 44_100) * 0.5, 44_100, format="MP3")
+    mp3 = tmp_path / "joined.mp3"
+    mp3.write_bytes((tmp_path / "m0.mp3").read_bytes() + (tmp_path / "m1.mp3").read_bytes())
+    assert load_audio(mp3).size / SAMPLE_RATE > 3.9  # libsndfile alone stops after the first
+
+
+def test_a_stream_without_samples_says_so(tmp_path):
+    path = tmp_path / "muted.mkv"  # a video whose audio track never got a packet
+    with av.open(str(path), "w", format="matroska") as out:
+        video = out.add_stream("mpeg4", rate=10)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        out.add_stream("aac", rate=16_000, layout="mono")
+        for index in range(10):
+            picture = np.full((64, 64, 3), index * 8, np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        out.mux(video.encode(None))
+    with pytest.raises(AudioError, match="audio stream holds no samples"):
+        load_audio(path)
+    with pytest.raises(AudioError, match="audio stream holds no samples"):
+        list(stream_audio(path))
