@@ -15,6 +15,8 @@ incremental keys (:func:`found_key`, :func:`row_key`) and the provenance sidecar
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -28,7 +30,7 @@ from ser.batch.engine import RowFormat, score_found
 from ser.batch.feature_cache import MemoryFeatures
 from ser.batch.frontends import Frontend, frontend_for
 from ser.batch.incremental import found_key, row_key
-from ser.batch.objects import ObjectUri
+from ser.batch.objects import ObjectUri, is_uri
 from ser.batch.provenance import write_provenance
 from ser.batch.records import from_record, to_record
 from ser.batch.scoring import (
@@ -50,7 +52,7 @@ from ser.batch.speaker_mode import (
     rescore_by_speaker,
 )
 from ser.batch.speakers import speaker_source
-from ser.errors import AudioError
+from ser.errors import AudioError, ModelError, SerError
 from ser.metadata import ModelMetadata
 from ser.models import DEFAULT_MODEL
 
@@ -192,6 +194,22 @@ class Model:
         return self._pool.sha256
 
     @property
+    def path(self) -> Path:
+        """The model file."""
+        return self._pool.path
+
+    @property
+    def provider(self) -> str:
+        """The ONNX Runtime execution provider the sessions run on."""
+        return self._pool.provider
+
+    @property
+    def settings(self) -> str:
+        """The ``settings`` cell of this model's rows (frontend and segmentation): with
+        :attr:`sha256`, what an incremental key needs (:func:`~ser.batch.incremental.found_key`)."""
+        return self._format.settings
+
+    @property
     def pool(self) -> SessionPool:
         """The model's ONNX Runtime sessions (what ``ser.batch.scoring`` functions take)."""
         return self._pool
@@ -208,6 +226,8 @@ class Model:
 
         Raises:
             AudioError: for an empty, non-finite or too short signal (under 0.1 s).
+            ModelError: when the model fails on the signals.
+            ValueError: for a batch size under 1.
         """
         many = not isinstance(signal, np.ndarray)
         signals = list(signal) if many else [signal]
@@ -219,7 +239,10 @@ class Model:
                 raise AudioError(f"signal {index}: too short to score (under {MIN_DURATION_S} s)")
             found = Found(Path(f"<signal {index}>"))
             prepared.append(Prepared(found, mono.size, self._frontend().inputs(mono)))
-        scores = score_prepared(prepared, self._pool, batch_size)
+        scores = list(score_prepared(prepared, self._pool, _at_least_one(batch_size, "batch_size")))
+        failed = next((score.error for score in scores if score.error), None)
+        if failed:  # None is kept for a signal without speech, never for a failure
+            raise ModelError(failed)
         predictions = [
             None if score.probs is None else Prediction(score.probs, self.labels)
             for score in scores
@@ -239,14 +262,21 @@ class Model:
         """Score files (local paths or object URIs such as ``s3://bucket/key``), in input order.
 
         Decoding runs in ``workers`` threads ahead of the model; a file that cannot be scored
-        gives a result with ``error`` set, never an exception.
+        (an object store that cannot be reached too) gives a result with ``error`` set, never
+        an exception. Bad arguments (one path instead of a list, a batch size under 1) raise
+        TypeError or ValueError at once.
 
         ``speakers`` turns on speaker mode (a model with a speaker head): ``"folder"``, a
         ``path,speaker`` CSV or an RTTM file, or a mapping of path to speaker, as
         ``ser-batch score --speaker-from/--speakers``. Every file is scored before the first
         result is given, since each speaker's statistics come from all of its files.
         """
-        found = (Found.of(path) for path in paths)
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise TypeError("score_files takes a list (or iterable) of paths, not one path")
+        batch_size = _at_least_one(batch_size, "batch_size")
+        if workers < 0:
+            raise ValueError(f"workers must not be negative, got {workers}")
+        found = (_found(path) for path in paths)
         scores = score_found(
             found, self._pool, hop=self.hop, batch_size=batch_size, workers=workers,
             segmentation=self.segmentation, features=speakers is not None,
@@ -315,8 +345,29 @@ def load_model(
 
     Raises:
         ModelError: when the model cannot be found or loaded, or lacks ser's metadata.
+        ValueError: for threads or sessions under 1, or a hop under 0.01 s.
     """
+    for name, value in (("threads", threads), ("sessions", sessions)):
+        if value is not None:
+            _at_least_one(value, name)
+    if hop is not None and not (math.isfinite(hop) and hop >= 0.01):
+        raise ValueError(f"hop must be at least 0.01 s, got {hop}")
     if isinstance(segmentation, str):
         segmentation = Segmentation(segmentation)
     pool = SessionPool(name_or_path, device=device, threads=threads, sessions=sessions)
     return Model(pool, hop=hop, segmentation=segmentation)
+
+
+def _at_least_one(value: int, name: str) -> int:
+    """``value`` if it is a whole number of at least 1, as the CLI's ranges require."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _found(path: str | Path) -> Found:
+    """:meth:`Found.of`, with a store that cannot be reached as the file's error."""
+    try:
+        return Found.of(path)
+    except SerError as error:
+        return Found(ObjectUri(str(path)) if is_uri(path) else Path(path), str(error))

@@ -19,7 +19,9 @@ import json
 import logging
 import math
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +90,7 @@ class RayEngine:
         self.address = ray.get_runtime_context().gcs_address
         gpus = 1 if options.device == "cuda" else 0
         self.cpus_per_actor = options.threads or 1
+        _check_fits(ray, self.cpus_per_actor, gpus)
         self.actors = min(
             len(todo), options.sessions or _cluster_actors(ray, self.cpus_per_actor, gpus)
         )
@@ -179,6 +182,27 @@ def _found_from_json(text: str) -> Found:
     return Found(location_from_cell(cell), error, size, mtime)
 
 
+def _check_fits(ray: Any, cpus: int, gpus: int) -> None:
+    """Refuse a run that no node can host one actor of (``--threads`` CPUs, a GPU with
+    ``--device cuda``): Ray would wait for them forever, saying nothing.
+
+    Raises:
+        SerError: naming what is missing.
+    """
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
+    if nodes and not any(
+        node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes
+    ):
+        most = max(node.get("CPU", 0) for node in nodes)
+        needs = f"{cpus} CPUs" + (f" and {gpus} GPU" if gpus else "")
+        raise SerError(
+            f"--engine ray: no node of the cluster has what one scoring actor needs ({needs}; "
+            f"the largest node has {most:g} CPUs and "
+            f"{max(node.get('GPU', 0) for node in nodes):g} GPUs): lower --threads, or use "
+            "--device cpu"
+        )
+
+
 def _cluster_actors(ray: Any, cpus: int, gpus: int) -> int:
     """One actor per GPU with ``gpus``, else per ``cpus`` CPUs of the cluster (at least one)."""
     resources = ray.cluster_resources()
@@ -194,10 +218,13 @@ def _connect(ray: Any, address: str | None) -> bool:
     """
     if ray.is_initialized():  # a program that embeds ser keeps its own connection
         return False
+    on_term = signal.getsignal(signal.SIGTERM)
     ray.init(
         address=address or "local", include_dashboard=False, log_to_driver=False,
         logging_level=logging.ERROR, configure_logging=True,
     )  # fmt: skip
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)  # Ray's own exits 15 with no word: ser's says why
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

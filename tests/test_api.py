@@ -142,3 +142,44 @@ def test_a_files_key_is_its_rows_key_and_changes_with_the_file(model, clips, tmp
     )  # fmt: skip
     info = json.loads(path.read_text())
     assert info["engine"] == {"engine": "mine", "workers": 3} and info["failed"] == 1
+
+
+def test_bad_arguments_raise_at_once_and_failures_are_never_none(model, clips, tmp_path):
+    with pytest.raises(TypeError, match="not one path"):
+        list(model.score_files(str(clips[0])))  # a string is not a list of one-letter paths
+    with pytest.raises(ValueError, match="batch_size"):
+        list(model.score_files(clips[:1], batch_size=0))
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(np.zeros(16_000, np.float32), 16_000, batch_size=0)
+    for kwargs in (dict(sessions=-1), dict(threads=0), dict(hop=0.0)):
+        with pytest.raises(ValueError):
+            ser.load_model("forest", **kwargs)
+
+    class Failing:  # refuses its own answer, as the sessions do for a foreign graph's shape
+        labels, name, metadata = model.labels, "failing", model.metadata
+
+        def predict(self, inputs):
+            raise ser.errors.ModelError("failing.onnx returned probabilities of shape (1, 88)")
+
+    failing = ser.batch.api.Model.__new__(ser.batch.api.Model)
+    failing.__dict__.update(model.__dict__, _pool=Failing())
+    with pytest.raises(ser.errors.ModelError):
+        failing.predict(0.1 * np.sin(np.arange(16_000, dtype=np.float32) / 5), 16_000)
+
+
+def test_an_unreachable_store_is_an_error_result_and_provenance_takes_a_model(
+    model, clips, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    pytest.importorskip("pyarrow.fs")
+    results = list(model.score_files([clips[0], "s3://bucket/a.wav", clips[1]]))
+    assert [result.ok for result in results] == [True, False, True]
+    assert "s3://bucket/a.wav" in results[1].error or "cannot" in results[1].error
+    assert model.settings == results[0].row()["settings"] and model.provider
+    report = tmp_path / "own.csv"
+    written = write_provenance(report, model, settings=model.settings, started="now",
+                               rows=[r.row() for r in results], options={}, engine={})  # fmt: skip
+    assert json.loads(Path(written).read_text())["model"] == str(model.path)

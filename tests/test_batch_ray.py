@@ -184,6 +184,32 @@ def test_a_worker_killed_mid_run_is_retried_and_the_report_is_complete(cluster, 
     assert [row["status"] for row in rows].count("ok") == 60
 
 
+def test_an_actor_no_node_can_host_is_one_line_not_a_hang(cluster, tmp_path):
+    audio = _corpus(tmp_path / "audio", 2)
+    for extra in (["--threads", "2"], ["--device", "cuda"]):  # nodes of 1 CPU, no GPU
+        result = _score(str(audio), "-o", str(tmp_path / "r.csv"), *_ray(cluster), *extra)
+        assert result.exit_code != 0 and "no node of the cluster has" in result.output, extra
+        assert "Traceback" not in result.output
+
+
+def test_sigterm_stops_a_ray_driver_with_ser_s_line_and_status(cluster, tmp_path):
+    audio = _corpus(tmp_path / "audio", 80)
+    report = tmp_path / "r.csv"
+    command = [SER_BATCH, "score", str(audio), "-o", str(report), "--model", "forest",
+               "--batch-size", "1", "--workers", "1", *_ray(cluster)]  # fmt: skip
+    with (tmp_path / "stderr.txt").open("w") as sink:
+        driver = subprocess.Popen(command, stderr=sink, cwd=tmp_path)
+    journal = journal_path(report)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and driver.poll() is None:
+        if journal.exists() and journal.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGTERM)  # Ray's own handler would exit 15 without a word
+    assert driver.wait(timeout=120) == 143, (tmp_path / "stderr.txt").read_text()
+    assert "stopped by SIGTERM" in (tmp_path / "stderr.txt").read_text()
+
+
 def test_the_driver_killed_then_incremental_gives_every_file_once(cluster, tmp_path):
     audio = _corpus(tmp_path / "audio", 80)
     report = tmp_path / "r.csv"
