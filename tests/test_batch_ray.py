@@ -192,7 +192,9 @@ def test_an_actor_no_node_can_host_is_one_line_not_a_hang(cluster, tmp_path):
         assert "Traceback" not in result.output
 
 
-def test_sigterm_stops_a_ray_driver_with_ser_s_line_and_status(cluster, tmp_path):
+def _driver_with_rows(cluster, tmp_path: Path, rows: int) -> tuple[subprocess.Popen, Path, Path]:
+    """A Ray driver in its own process over 81 files, once its journal holds ``rows`` rows:
+    the driver, its report and its corpus."""
     audio = _corpus(tmp_path / "audio", 80)
     report = tmp_path / "r.csv"
     command = [SER_BATCH, "score", str(audio), "-o", str(report), "--model", "forest",
@@ -202,28 +204,23 @@ def test_sigterm_stops_a_ray_driver_with_ser_s_line_and_status(cluster, tmp_path
     journal = journal_path(report)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and driver.poll() is None:
-        if journal.exists() and journal.read_bytes().count(b"\n") >= 3:
+        if journal.exists() and journal.read_bytes().count(b"\n") >= rows:
             break
         time.sleep(0.05)
+    assert driver.poll() is None, (tmp_path / "stderr.txt").read_text()
+    return driver, report, audio
+
+
+def test_sigterm_stops_a_ray_driver_with_ser_s_line_and_status(cluster, tmp_path):
+    driver, _, _ = _driver_with_rows(cluster, tmp_path, 3)
     driver.send_signal(signal.SIGTERM)  # Ray's own handler would exit 15 without a word
     assert driver.wait(timeout=120) == 143, (tmp_path / "stderr.txt").read_text()
     assert "stopped by SIGTERM" in (tmp_path / "stderr.txt").read_text()
 
 
 def test_the_driver_killed_then_incremental_gives_every_file_once(cluster, tmp_path):
-    audio = _corpus(tmp_path / "audio", 80)
-    report = tmp_path / "r.csv"
-    command = [SER_BATCH, "score", str(audio), "-o", str(report), "--model", "forest",
-               "--batch-size", "1", "--workers", "1", *_ray(cluster)]  # fmt: skip
-    with (tmp_path / "stderr.txt").open("w") as sink:
-        driver = subprocess.Popen(command, stderr=sink, cwd=tmp_path)
+    driver, report, audio = _driver_with_rows(cluster, tmp_path, 5)
     journal = journal_path(report)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and driver.poll() is None:
-        if journal.exists() and journal.read_bytes().count(b"\n") >= 5:
-            break
-        time.sleep(0.05)
-    assert driver.poll() is None, (tmp_path / "stderr.txt").read_text()
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     journaled = [entry.row["status"] for entry in read_journal(journal)]
