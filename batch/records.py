@@ -39,10 +39,10 @@ def to_record(prepared: Prepared) -> Record:
         "size_bytes": found.size_bytes,
         "mtime_ns": found.mtime_ns,
         "samples": prepared.samples,
-        "rows": None if inputs is None else np.ascontiguousarray(inputs.rows, np.float32),
+        "rows": None if inputs is None else list(np.ascontiguousarray(inputs.rows, np.float32)),
         "starts": None if inputs is None else np.asarray(inputs.starts, np.int64),
         "ends": None if inputs is None else np.asarray(inputs.ends, np.int64),
-        "regions": None if inputs is None else _optional_array(inputs.regions),
+        "regions": None if inputs is None else _optional_pairs(inputs.regions),
         "region_of_row": None if inputs is None else _optional_array(inputs.region_of_row),
     }
 
@@ -71,6 +71,11 @@ def from_record(record: Record) -> Prepared:
 def location_from_cell(cell: str) -> Path | ObjectUri:
     """What a report's path cell names: an object URI, or a local path."""
     return ObjectUri(cell) if is_uri(cell) else path_from_cell(cell)
+
+
+def _optional_pairs(array: np.ndarray | None) -> list[np.ndarray] | None:
+    """``[n, 2]`` as a list of 1-D pairs: Arrow takes lists of 1-D arrays, not 2-D ones."""
+    return None if array is None else list(np.asarray(array, np.int64).reshape(-1, 2))
 
 
 def _optional_array(array: np.ndarray | None) -> np.ndarray | None:
