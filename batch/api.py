@@ -15,7 +15,6 @@ incremental keys (:func:`found_key`, :func:`row_key`) and the provenance sidecar
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -28,7 +27,7 @@ from ser.audio import prepare_signal
 from ser.batch.discovery import Found, discover
 from ser.batch.engine import RowFormat, score_found
 from ser.batch.feature_cache import MemoryFeatures
-from ser.batch.frontends import Frontend, frontend_for
+from ser.batch.frontends import Frontend, check_hop, frontend_for
 from ser.batch.incremental import found_key, row_key
 from ser.batch.objects import ObjectUri, is_uri
 from ser.batch.provenance import write_provenance
@@ -350,8 +349,7 @@ def load_model(
     for name, value in (("threads", threads), ("sessions", sessions)):
         if value is not None:
             _at_least_one(value, name)
-    if hop is not None and not (math.isfinite(hop) and hop >= 0.01):
-        raise ValueError(f"hop must be at least 0.01 s, got {hop}")
+    check_hop(hop)
     if isinstance(segmentation, str):
         segmentation = Segmentation(segmentation)
     pool = SessionPool(name_or_path, device=device, threads=threads, sessions=sessions)

@@ -5,7 +5,6 @@ Exit statuses: listed in :data:`SCORE_EPILOG`, which ``ser-batch score -h`` prin
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from ser.batch.frontends import check_hop
 from ser.batch.segmentation import DEFAULT_SEGMENTATION, SEGMENTATIONS, Segmentation
 from ser.clitools import CONTEXT_SETTINGS, examples, one_line_errors, version_option
 from ser.models import DEFAULT_MODEL
@@ -94,9 +94,9 @@ def main() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
 @click.option(
     "--hop",
-    type=click.FloatRange(min=0.01),
+    type=float,
     default=None,
-    callback=lambda _ctx, _param, value: _finite(value),
+    callback=lambda _ctx, _param, value: _hop(value),
     help="Window hop in seconds.",
 )
 @click.option(
@@ -306,11 +306,12 @@ def summarize(report: Path, plot: Path | None) -> None:
         click.echo(f"wrote {plot}")
 
 
-def _finite(value: float | None) -> float | None:
-    """click's FloatRange lets nan and inf through (comparisons with nan are all false)."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number")
-    return value
+def _hop(value: float | None) -> float | None:
+    """``--hop`` by the frontend's own rule (click's FloatRange lets nan and inf through)."""
+    try:
+        return check_hop(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _fail(error: object, status: int) -> None:

@@ -62,6 +62,25 @@ class EgemapsFrontend:
         return ModelInputs(features, np.zeros(1, np.int64), np.array([signal.size]))
 
 
+MIN_HOP_S = 0.01
+
+
+def check_hop(hop_s: float | None) -> float | None:
+    """``hop_s`` if it is a usable hop (None: the model's own), the one rule the CLI, the API
+    and the frontend apply.
+
+    Raises:
+        ValueError: for a hop that is not a finite number of at least :data:`MIN_HOP_S` s.
+    """
+    if hop_s is None:
+        return None
+    if not math.isfinite(hop_s):
+        raise ValueError(f"the hop {hop_s} is not a finite number")
+    if hop_s < MIN_HOP_S:
+        raise ValueError(f"the hop must be at least {MIN_HOP_S} s, got {hop_s}")
+    return hop_s
+
+
 class WaveformFrontend:
     """Windows of raw samples; ``hop_s`` overrides the model's own hop.
 
@@ -77,9 +96,7 @@ class WaveformFrontend:
             raise ModelError("a waveform model needs window_s in its metadata")
         self.window = round(metadata.window_s * metadata.sample_rate)
         self.single_limit = int(self.single_window_up_to * self.window)
-        if hop_s is not None and not (math.isfinite(hop_s) and hop_s >= 0):
-            raise ValueError(f"the hop must be a finite number of seconds, got {hop_s}")
-        hop_s = hop_s or metadata.hop_s or metadata.window_s
+        hop_s = check_hop(hop_s) or metadata.hop_s or metadata.window_s
         self.hop = max(1, round(hop_s * metadata.sample_rate))
         self.settings = f"window={self.window} hop={self.hop}"
 

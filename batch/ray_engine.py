@@ -190,16 +190,13 @@ def _check_fits(ray: Any, cpus: int, gpus: int) -> None:
         SerError: naming what is missing.
     """
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
-    if nodes and not any(
-        node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes
-    ):
-        most = max(node.get("CPU", 0) for node in nodes)
+    held = [(node.get("CPU", 0), node.get("GPU", 0)) for node in nodes]
+    if held and not any(cpu >= cpus and gpu >= gpus for cpu, gpu in held):
         needs = f"{cpus} CPUs" + (f" and {gpus} GPU" if gpus else "")
         raise SerError(
             f"--engine ray: no node of the cluster has what one scoring actor needs ({needs}; "
-            f"the largest node has {most:g} CPUs and "
-            f"{max(node.get('GPU', 0) for node in nodes):g} GPUs): lower --threads, or use "
-            "--device cpu"
+            f"the largest node has {max(c for c, _ in held):g} CPUs and "
+            f"{max(g for _, g in held):g} GPUs): lower --threads, or use --device cpu"
         )
 
 

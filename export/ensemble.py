@@ -36,7 +36,7 @@ from ser.export.invariance import (
     require_invariance,
     session_runner,
 )
-from ser.export.neural import parity_inputs
+from ser.export.neural import label_indices, parity_inputs
 from ser.export.onnx_io import (
     attach_metadata,
     check_writable,
@@ -44,6 +44,7 @@ from ser.export.onnx_io import (
     read_metadata,
     save_model,
 )
+from ser.export.optimize import accuracy_lost, onnx_accuracy
 from ser.export.speaker import states_tensor
 from ser.metadata import ModelMetadata
 from ser.training.calibration import fit_temperature, reliability
@@ -51,6 +52,7 @@ from ser.training.metrics import classification_metrics
 
 PARITY_TOLERANCE = 1e-5
 ACCURACY_DROP = 0.01
+CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -268,31 +270,29 @@ def export_ensemble(
     window = round(first.window_s * first.sample_rate)
     members = [_runner(model, first) for model in shared]
 
-    def mean_probs(rows: np.ndarray) -> np.ndarray:
-        return _mix([run(rows) for run in members], weights)
-
     checks, calibration = [], None
     if validation_clips:
         inputs = _windows(validation_clips, window)
-        truth = _truth(validation_clips, first.labels)
+        truth = label_indices(validation_clips, first.labels)
         probs = [run(inputs) for run in members]  # each member once, for both uses
-        checks = _member_checks(paths, originals, replaced, probs, inputs, truth, first)
+        checks = _member_checks(paths, originals, replaced, probs, inputs, truth)
         calibration = _calibrate(_mix(probs, weights), truth, len(validation_clips))
     temperature = calibration["temperature"] if calibration else 1.0
     merged = merge(shared, weights, first, temperature)
     inputs = _windows(parity_clips, window)
     if not all(m.dynamic_length for m in metas):  # a fixed-length member fixes the input
         merged.graph.input[0].type.tensor_type.shape.dim[1].dim_value = window
-    scored = _runner(merged, first)(inputs)
-    parity = float(np.abs(scored - _tempered(mean_probs(inputs), temperature)).max())
+    run = session_runner(merged.SerializeToString(), first.input_name, first.probs_name)
+    scored = run(inputs, chunk=CHUNK).astype(np.float64)
+    expected = _mix([member(inputs) for member in members], weights)
+    parity = float(np.abs(scored - _tempered(expected, temperature)).max())
     if not parity <= PARITY_TOLERANCE:  # NaN fails too
         raise ModelError(f"ensemble parity failed: max |dp| {parity:.2e} > {PARITY_TOLERANCE}")
-    whole_batches = session_runner(merged.SerializeToString(), first.input_name, first.probs_name)
-    invariance = require_invariance(batch_invariance(whole_batches, inputs[:64]), "ensemble")
+    invariance = require_invariance(batch_invariance(run, inputs[:64]), "ensemble")
     test_metrics = None
     tests = [k for k, clip in enumerate(parity_clips) if clip.split == "test"]
     if tests:  # the ensemble's own figures on the test clips among the parity clips
-        truth = _truth([parity_clips[k] for k in tests], first.labels)
+        truth = label_indices([parity_clips[k] for k in tests], first.labels)
         test_metrics = classification_metrics(truth, scored[tests].argmax(axis=1), first.labels)
     attach_metadata(merged, _metadata(metas, paths, weights, calibration, test_metrics))
     save_model(merged, output)
@@ -313,10 +313,6 @@ def _check_files(paths: Sequence[Path], output: Path) -> None:
 
 def _mix(probs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     return sum(w * p for w, p in zip(weights, probs, strict=True)) / sum(weights)
-
-
-def _truth(clips: Sequence[Clip], labels: Sequence[str]) -> np.ndarray:
-    return np.array([labels.index(clip.label) for clip in clips])
 
 
 def _calibrate(probs: np.ndarray, truth: np.ndarray, clips: int) -> dict:
@@ -363,25 +359,24 @@ def _metadata(
 
 
 def _runner(model: onnx.ModelProto, meta: ModelMetadata) -> Callable[[np.ndarray], np.ndarray]:
-    """A CPU session as rows -> float64 probabilities, 16 rows a run (validation sets are large)."""
-    run = session_runner(model.SerializeToString(), meta.input_name, meta.probs_name, chunk=16)
-    return lambda rows: run(rows).astype(np.float64)
+    """A CPU session as rows -> float64 probabilities, :data:`CHUNK` rows a run (validation
+    sets are large)."""
+    run = session_runner(model.SerializeToString(), meta.input_name, meta.probs_name)
+    return lambda rows: run(rows, chunk=CHUNK).astype(np.float64)
 
 
 def _windows(clips: Sequence[Clip], window: int) -> np.ndarray:
     return parity_inputs(list(clips), window).astype(np.float32)
 
 
-def _member_checks(
-    paths, originals, replaced, shared_probs, inputs, truth, meta
-) -> list[MemberCheck]:
+def _member_checks(paths, originals, replaced, shared_probs, inputs, truth) -> list[MemberCheck]:
     """Each member's validation accuracy on its own encoder and on the shared one (the same
     figure where no encoder weight changed); ModelError if one loses more than a point."""
     checks = []
     for path, own, changed, probs in zip(paths, originals, replaced, shared_probs, strict=True):
         after = float(np.mean(probs.argmax(1) == truth))
-        before = float(np.mean(_runner(own, meta)(inputs).argmax(1) == truth)) if changed else after
-        if before - after > ACCURACY_DROP + 1e-9:  # exactly one point lost is allowed
+        before = onnx_accuracy(own, inputs, truth) if changed else after
+        if accuracy_lost(before, after, ACCURACY_DROP):
             raise ModelError(
                 f"{path.name} on the shared encoder: validation accuracy {after:.3f} against "
                 f"{before:.3f} on its own (more than {ACCURACY_DROP:.0%} lost); refused"

@@ -49,21 +49,20 @@ class InvarianceReport:
 
 
 def session_runner(
-    model: bytes | str, input_name: str, output_name: str, *, chunk: int | None = None
-) -> Callable[[np.ndarray], np.ndarray]:
-    """A CPU ONNX Runtime session as ``rows -> probabilities``.
+    model: bytes | str, input_name: str, output_name: str
+) -> Callable[..., np.ndarray]:
+    """A CPU ONNX Runtime session as ``run(rows, chunk=None) -> probabilities``.
 
-    ``chunk``: at most this many rows per run, for large validation sets. Leave it unset for
-    :func:`batch_invariance`, whose batch sizes are the point of the check.
+    ``chunk``: at most this many rows per run, for large validation sets; :func:`batch_invariance`
+    calls without it, since its batch sizes are the point of the check. One session serves both.
     """
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 
-    def run(rows: np.ndarray) -> np.ndarray:
+    def run(rows: np.ndarray, chunk: int | None = None) -> np.ndarray:
         rows = rows.astype(np.float32)
         if chunk is None or len(rows) <= chunk:
             return session.run([output_name], {input_name: rows})[0]
-        steps = range(0, len(rows), chunk)
-        return np.concatenate([run(rows[i : i + chunk]) for i in steps])
+        return np.concatenate([run(rows[i : i + chunk]) for i in range(0, len(rows), chunk)])
 
     return run
 

@@ -40,7 +40,13 @@ from ser.export.onnx_io import (
     read_metadata,
     save_model,
 )
-from ser.export.optimize import convert_fp16, onnx_accuracy, optimize_graph, quantize_int8
+from ser.export.optimize import (
+    accuracy_lost,
+    convert_fp16,
+    onnx_accuracy,
+    optimize_graph,
+    quantize_int8,
+)
 from ser.export.parity import ParityReport, compare_probabilities, require_parity
 from ser.metadata import ModelMetadata
 from ser.training.backbones import SpeechEncoder, load_backbone
@@ -160,14 +166,13 @@ def accept_reduced(
     Raises:
         QuantizationRefused: with both accuracies, when it loses more than ``max_drop``.
     """
-    labels = list(labels)
     windows = parity_inputs(clips, window)
-    targets = np.array([labels.index(clip.label) for clip in clips])
+    targets = label_indices(clips, labels)
     before, after = (
         onnx_accuracy(model, windows, targets),
         onnx_accuracy(quantized, windows, targets),
     )
-    if before - after > max_drop + 1e-9:
+    if accuracy_lost(before, after, max_drop):
         raise QuantizationRefused(
             f"{kind} refused: validation accuracy {after:.4f} against {before:.4f} in {reference} "
             f"({len(clips)} clips; at most {max_drop:.2f} drop allowed)"
@@ -275,6 +280,12 @@ def neural_metadata(checkpoint: NeuralCheckpoint, model: onnx.ModelProto) -> Mod
             },
         },
     )
+
+
+def label_indices(clips: Sequence[Clip], labels: Sequence[str]) -> np.ndarray:
+    """Each clip's class as its index in ``labels`` (the model's output order)."""
+    labels = list(labels)
+    return np.array([labels.index(clip.label) for clip in clips])
 
 
 def parity_inputs(clips: Sequence[Clip], window: int, count: int = 16) -> np.ndarray:

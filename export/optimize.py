@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from ser.export.invariance import session_runner
 from ser.export.onnx_io import attach_metadata, read_metadata
 
 WEIGHT_BLOCK = 128
@@ -130,14 +131,14 @@ def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 def onnx_accuracy(model: onnx.ModelProto, windows: np.ndarray, targets: np.ndarray) -> float:
     """Accuracy of ``model`` on centred windows ``[n, samples]`` (CPU, batches of 8)."""
     metadata = read_metadata(model)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    predicted = np.concatenate(
-        [
-            session.run([metadata.probs_name], {metadata.input_name: windows[i : i + 8]})[0]
-            for i in range(0, len(windows), 8)
-        ]
-    ).argmax(axis=1)
-    return float((predicted == targets).mean())
+    run = session_runner(model.SerializeToString(), metadata.input_name, metadata.probs_name)
+    return float((run(windows, chunk=8).argmax(axis=1) == targets).mean())
+
+
+def accuracy_lost(before: float, after: float, allowed: float) -> bool:
+    """Whether ``after`` lost more than ``allowed`` against ``before`` (exactly ``allowed``
+    lost is accepted, whatever float rounding does to the two accuracies)."""
+    return before - after > allowed + 1e-9
 
 
 def dequantize_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -26,7 +26,7 @@ from torch import nn
 
 from ser.corpus import Clip
 from ser.errors import ModelError
-from ser.export.neural import NEURAL_TOLERANCE, module_to_onnx, parity_inputs
+from ser.export.neural import NEURAL_TOLERANCE, label_indices, module_to_onnx, parity_inputs
 from ser.export.onnx_io import attach_metadata, load_onnx, read_metadata, save_model
 from ser.export.parity import ParityError
 from ser.metadata import ModelMetadata
@@ -311,7 +311,7 @@ def speaker_accuracy(
             tensor = torch.from_numpy(batch)
             torch_parts.append([t.numpy() for t in branch(tensor, encoder(tensor))])
     speakers = np.array([clip.speaker for clip in clips])
-    truth = np.array([labels.index(clip.label) for clip in clips])
+    truth = label_indices(clips, labels)
     scores = []
     for parts, run in ((torch_parts, "torch"), (graph_parts, "onnx")):
         frames, valid = (np.concatenate([part[k] for part in parts]) for k in range(2))

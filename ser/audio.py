@@ -11,6 +11,7 @@ to mono the same way and resample with the same soxr settings.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
 import os
 import stat
@@ -42,8 +43,8 @@ AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | (
 )
 FORMATS_INSTALL = "pip install 'ser-toolkit[formats]'"
 MIN_SAMPLE_RATE = 1_000
-NO_SAMPLES_IN_STREAM = "its audio stream holds no samples"
 """Below this no recording carries speech; such a header would cost minutes of resampling."""
+NO_SAMPLES_IN_STREAM = "its audio stream holds no samples"
 MAX_FRAMES_PER_BYTE = 10_000
 """Well above any real encoder (silent FLAC packs about 350 frames per byte)."""
 
@@ -77,7 +78,7 @@ def stream_audio(
     if not file_rate:
         raise AudioError(f"{path}: {NO_SAMPLES_IN_STREAM}")
     resampler = None
-    if file_rate and file_rate != sample_rate:
+    if file_rate != sample_rate:
         resampler = soxr.ResampleStream(file_rate, sample_rate, 1, "float32", quality="HQ")
     produced = 0
     try:
@@ -148,7 +149,7 @@ class AudioFile:
         # call, and stops at the end of the first of joined MP3s: FFmpeg decodes them, where
         # installed; else one whole read (:meth:`blocks`), the only way libsndfile is exact
         self._whole_only = self._file.format == "MP3"
-        if self._whole_only and importlib.util.find_spec("av") is not None:
+        if self._whole_only and _ffmpeg_installed():
             self.close()
             self._file = None
 
@@ -237,8 +238,8 @@ def prepare_signal(signal: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE
         AudioError: when the signal is empty or holds NaN or infinite samples.
     """
     signal = np.asarray(signal, dtype=np.float32)
-    if signal.ndim == 2:  # one channel is taken as it is: a mean over it costs as much as decoding
-        signal = signal[:, 0] if signal.shape[1] == 1 else signal.mean(axis=1, dtype=np.float32)
+    if signal.ndim == 2:
+        signal = _mono(signal)
     elif signal.ndim != 1:
         raise AudioError(f"expected a 1-D or 2-D signal, got shape {signal.shape}")
     if signal.size == 0:
@@ -439,8 +440,15 @@ def _gather(
 
 
 def _mono(block: np.ndarray) -> np.ndarray:
-    """``[frames, channels]`` mixed down as :func:`prepare_signal` does."""
-    return block[:, 0].copy() if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+    """``[frames, channels]`` mixed down (one channel is taken as it is: a mean over it costs
+    as much as decoding)."""
+    return block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+
+
+@functools.cache
+def _ffmpeg_installed() -> bool:
+    """Whether PyAV can be imported (looked up once, not for every file opened)."""
+    return importlib.util.find_spec("av") is not None
 
 
 def _one_line(error: BaseException | None) -> str:

@@ -176,9 +176,10 @@ def test_a_member_that_loses_exactly_one_point_is_accepted(monkeypatch):
     truth = np.zeros(100, int)
     own = np.eye(2)[np.r_[np.zeros(13, int), np.ones(87, int)]]  # 13 of 100 right
     shared = np.eye(2)[np.r_[np.zeros(12, int), np.ones(88, int)]]  # 12 of 100: one point less
-    monkeypatch.setattr(ensemble, "_runner", lambda model, meta: lambda rows: own)
+    own_accuracy = float(np.mean(own.argmax(1) == truth))
+    monkeypatch.setattr(ensemble, "onnx_accuracy", lambda model, rows, targets: own_accuracy)
     checks = ensemble._member_checks(
-        [Path("a.onnx")], [None], [1], [shared], np.zeros((100, 4)), truth, None
+        [Path("a.onnx")], [None], [1], [shared], np.zeros((100, 4)), truth
     )
     assert checks[0].own == pytest.approx(0.13) and checks[0].shared == pytest.approx(0.12)
 
