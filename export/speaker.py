@@ -28,9 +28,10 @@ from ser.corpus import Clip
 from ser.errors import ModelError
 from ser.export.neural import NEURAL_TOLERANCE, label_indices, module_to_onnx, parity_inputs
 from ser.export.onnx_io import attach_metadata, load_onnx, read_metadata, save_model
+from ser.export.optimize import accuracy_lost
 from ser.export.parity import ParityError
 from ser.metadata import ModelMetadata
-from ser.training.backbones import SpeechEncoder, load_backbone
+from ser.training.backbones import SpeechEncoder, backbone_from_config
 from ser.training.checkpoint import load_checkpoint
 from ser.training.heads import HeadEnsemble, valid_frames
 
@@ -369,7 +370,7 @@ def export_speaker(
             f"{metadata.window_s} s) was not made with the encoder and window of "
             f"{checkpoint_dir} ({config['backbone']}, {window / config['sample_rate']} s)"
         )
-    encoder = load_backbone(config["backbone"], whisper_pad_30s=config["whisper_pad_30s"]).eval()
+    encoder = backbone_from_config(config).eval()
     speaker = config["speaker"]
     record = {
         key: speaker[key] for key in ("normalise", "bottleneck", "ensemble") if key in speaker
@@ -393,7 +394,7 @@ def export_speaker(
             attached, encoder, checkpoint.speaker_head, speaker.get("temperature", 1.0),
             validation_clips, window, config["labels"],
         )  # fmt: skip
-        if accuracy.onnx < accuracy.torch - MAX_ACCURACY_DROP:
+        if accuracy_lost(accuracy.torch, accuracy.onnx, MAX_ACCURACY_DROP):
             raise ParityError(
                 f"{out_path}: speaker mode loses accuracy with the graph's encoder: validation "
                 f"{accuracy.onnx:.4f} against {accuracy.torch:.4f} with PyTorch's"

@@ -24,10 +24,12 @@ import torch
 
 from ser.batch.run import RunOptions, run_scoring
 from ser.batch.session import ScoringModel
-from ser.corpus import load_corpus
+from ser.corpus import load_corpus, select
 from ser.errors import ModelError, SerError
+from ser.export import speaker as speaker_export
 from ser.export.neural import export_neural
-from ser.export.speaker import FRAMES_NAME, VALID_NAME, centre, export_speaker
+from ser.export.parity import ParityError
+from ser.export.speaker import FRAMES_NAME, VALID_NAME, SpeakerAccuracy, centre, export_speaker
 from ser.training.checkpoint import load_checkpoint
 from ser.training.encoding import EncodedClips
 from ser.training.neural import NeuralConfig, train_neural
@@ -146,6 +148,28 @@ def test_export_refuses_what_does_not_belong_together(speaker_models, checkpoint
     with pytest.raises(ModelError, match="not made with the encoder"):
         export_speaker(wav2vec2, speaker_models / "checkpoint", tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_export_accuracy_gate_allows_one_point_and_no_more(
+    speaker_models, synthetic_manifest, tmp_path, monkeypatch
+):
+    """The graph's encoder is judged by the rule quantisation and ensembles use: exactly one
+    point lost passes, whatever float rounding does; more is refused and nothing is written."""
+    validation = select(load_corpus(synthetic_manifest), "validation")
+    for onnx_accuracy, passes in ((149 / 300, True), (148 / 300, False)):  # torch: 152 of 300
+        measured = SpeakerAccuracy(torch=152 / 300, onnx=onnx_accuracy, clips=300)
+        monkeypatch.setattr(speaker_export, "speaker_accuracy", lambda *_, m=measured: m)
+        out = tmp_path / f"{passes}.onnx"
+        run = lambda out=out: export_speaker(  # noqa: E731
+            speaker_models / "plain.onnx", speaker_models / "checkpoint", out,
+            validation_clips=validation,
+        )  # fmt: skip
+        if passes:
+            assert run().accuracy == measured and out.is_file()
+        else:
+            with pytest.raises(ParityError, match="speaker mode loses accuracy"):
+                run()
+            assert not out.exists()
 
 
 def reference_scores(model: Path, audio: Path) -> dict[str, np.ndarray]:
