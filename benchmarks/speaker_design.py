@@ -29,7 +29,7 @@ from speaker_probe import normalise, pooled
 
 from ser.corpus import load_corpus, select
 from ser.labels import LABELS
-from ser.training.backbones import load_backbone
+from ser.training.backbones import backbone_from_config
 from ser.training.cache import ArrayCache, default_cache_dir
 from ser.training.checkpoint import load_checkpoint
 from ser.training.encoding import EncodedClips, encode_clips
@@ -95,7 +95,7 @@ def main(checkpoint: Path, nemo: Path) -> None:
     started = time.perf_counter()
     trained = load_checkpoint(checkpoint)
     config = trained.config
-    backbone = load_backbone(config["backbone"], whisper_pad_30s=config["whisper_pad_30s"])
+    backbone = backbone_from_config(config)
     cache = ArrayCache(default_cache_dir(), "encoder-states")
     shared = dict(labels=LABELS, backbone=backbone, cache=cache, window=config["window"])
     ravdess = load_corpus(RAVDESS_16K)

@@ -49,7 +49,7 @@ from ser.export.optimize import (
 )
 from ser.export.parity import ParityReport, compare_probabilities, require_parity
 from ser.metadata import ModelMetadata
-from ser.training.backbones import SpeechEncoder, load_backbone
+from ser.training.backbones import SpeechEncoder, backbone_from_config
 from ser.training.checkpoint import NeuralCheckpoint, load_checkpoint
 from ser.training.heads import valid_frames
 
@@ -85,7 +85,7 @@ class NeuralExport:
 
 def build_classifier(checkpoint: NeuralCheckpoint) -> WaveformClassifier:
     config = checkpoint.config
-    backbone = load_backbone(config["backbone"], whisper_pad_30s=config["whisper_pad_30s"])
+    backbone = backbone_from_config(config)
     temperature = config.get("temperature", 1.0)
     return WaveformClassifier(backbone, checkpoint.head, temperature).eval()
 
@@ -328,8 +328,9 @@ def check_parity(
 
 
 def _training_record(config: dict, metrics: dict) -> dict:
-    """Corpora, loss, sampling, normalisation and calibration, for checkpoints that have them."""
-    keys = ("corpora", "loss", "sampling", "recording_norm")
+    """Corpora, loss, sampling, normalisation, the log-mel range and calibration, for
+    checkpoints that have them."""
+    keys = ("corpora", "loss", "sampling", "recording_norm", "whisper_dynamic_range_db")
     record = {key: config[key] for key in keys if key in config}
     if "temperature" in config:
         record["calibration"] = {

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ser.errors import ModelError
-from ser.training.backbones import load_backbone
+from ser.training.backbones import backbone_from_config, load_backbone
+from ser.training.encoding import backbone_fingerprint
 from ser.training.heads import LayerMix, build_head, valid_frames
 
 from synth import WHISPER_TINY, voiced
@@ -36,6 +37,37 @@ def test_whisper_logmel_matches_the_feature_extractor(tiny_whisper):
     actual = backbone.frontend(torch.from_numpy(audio)[None])[0].numpy()
     assert actual.shape == expected.shape == (80, 200)
     np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+def test_whisper_dynamic_range_floors_quiet_background(tiny_whisper):
+    """A narrower range clamps each window's log-mel at its peak minus the range: noise 45 dB
+    under a tone reaches the 40 dB model as the floor, the 80 dB model as spectrum."""
+    rng = np.random.default_rng(0)
+    tone = (0.1 * np.sin(2 * np.pi * 300 * np.arange(16_000) / 16_000)).astype(np.float32)
+    noise = np.float32(0.1 * 10 ** (-45 / 20)) * rng.standard_normal(tone.size)
+    pair = torch.from_numpy(np.stack([tone, tone + noise.astype(np.float32)]))
+    whisper = load_backbone(str(tiny_whisper))
+    narrow = load_backbone(str(tiny_whisper), whisper_dynamic_range_db=40.0)
+    with torch.inference_mode():
+        wide_mel, narrow_mel = whisper.frontend(pair), narrow.frontend(pair)
+    # the model's input is (log10 power + 4) / 4, so 10 dB is 0.25 and 1 dB 0.025
+    torch.testing.assert_close(narrow_mel.amin(dim=(1, 2)), narrow_mel.amax(dim=(1, 2)) - 1.0)
+    assert (wide_mel.amin(dim=(1, 2)) >= wide_mel.amax(dim=(1, 2)) - 2.0 - 1e-6).all()
+    moved = lambda mel: ((mel[0] - mel[1]).abs() > 0.025).float().mean().item()  # noqa: E731
+    assert moved(narrow_mel) < 0.01 and moved(wide_mel) > 0.5
+    assert backbone_fingerprint(narrow) != backbone_fingerprint(whisper)
+
+
+def test_dynamic_range_from_config_and_refusals(tiny_whisper, tiny_wav2vec2):
+    older = backbone_from_config({"backbone": str(tiny_whisper), "whisper_pad_30s": False})
+    assert older.dynamic_range_db == 80.0  # a checkpoint from before the option: Whisper's
+    config = {"backbone": str(tiny_whisper), "whisper_dynamic_range_db": 50.0}
+    assert backbone_from_config(config).frontend.floor == 5.0
+    with pytest.raises(ModelError, match="Whisper encoders only"):
+        load_backbone(str(tiny_wav2vec2), whisper_dynamic_range_db=40.0)
+    for bad in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ModelError, match="give a finite number above 0"):
+            load_backbone(str(tiny_whisper), whisper_dynamic_range_db=bad)
 
 
 def test_whisper_padded_variant_equals_transformers_encoder(tiny_whisper):

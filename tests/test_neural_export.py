@@ -68,6 +68,22 @@ def test_an_ensemble_averages_its_members_and_exports_as_one_graph(
     assert exported.parity.ok and exported.metadata.extra_json("ensemble") == 2
 
 
+def test_a_narrower_whisper_range_is_trained_exported_and_recorded(
+    synthetic_manifest, tiny_whisper, checkpoints, tmp_path
+):
+    """The range travels from the training config into the graph (parity against PyTorch's
+    frontend with that floor) and the metadata; the default stays Whisper's 80 dB."""
+    clips = load_corpus(synthetic_manifest)
+    config = replace(QUICK, backbone=str(tiny_whisper), whisper_dynamic_range_db=40.0)
+    train_neural(clips, tmp_path / "narrow", tmp_path / "cache", config)
+    assert load_checkpoint(tmp_path / "narrow").config["whisper_dynamic_range_db"] == 40.0
+    exported = export_neural(tmp_path / "narrow", tmp_path / "narrow.onnx")
+    assert exported.parity.ok and exported.metadata.extra_json("whisper_dynamic_range_db") == 40
+    assert build_classifier(load_checkpoint(tmp_path / "narrow")).backbone.frontend.floor == 4.0
+    wide = load_checkpoint(checkpoints["whisper", "pooled"])
+    assert build_classifier(wide).backbone.frontend.floor == 8.0
+
+
 @pytest.mark.parametrize("backbone", ["whisper", "wav2vec2"])
 def test_pooled_graph_takes_any_length_and_batch(checkpoints, tmp_path, backbone):
     export_neural(checkpoints[backbone, "pooled"], tmp_path / "m.onnx")

@@ -6,7 +6,9 @@ Two families:
   is normalised per window as the model's feature extractor says (``do_normalize``);
 - the Whisper encoder: an 80-bin log-mel frontend computed in torch (so it exports to ONNX with
   the rest), fed the window as it is rather than padded to Whisper's 30 s (``whisper_pad_30s``
-  keeps the padded variant for comparison).
+  keeps the padded variant for comparison), with Whisper's 80 dB log-mel dynamic range or a
+  narrower one (``whisper_dynamic_range_db``: quiet background under the speech then reaches
+  the model as the floor it saw in training, not as spectrum).
 
 Every backbone returns hidden states ``[batch, layers, frames, hidden]`` (the input embeddings
 first, then each transformer layer), and says how many samples one output frame covers.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ WAVEFORM_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-con
 WHISPER_TYPES = ("whisper",)
 DEFAULT_BACKBONE = "facebook/wav2vec2-base"
 HUB_PROBE_TIMEOUT_S = 5.0
+WHISPER_DYNAMIC_RANGE_DB = 80.0  # Whisper's log-mel floor: 8 log10 units under the peak
 
 
 class SpeechEncoder(nn.Module):
@@ -100,9 +104,16 @@ class LogMel(nn.Module):
     opset and runtime; the mel filters come from the checkpoint's feature extractor.
     """
 
-    def __init__(self, mel_filters: np.ndarray, n_fft: int = 400, hop: int = 160) -> None:
+    def __init__(
+        self,
+        mel_filters: np.ndarray,
+        n_fft: int = 400,
+        hop: int = 160,
+        dynamic_range_db: float = WHISPER_DYNAMIC_RANGE_DB,
+    ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
+        self.floor = dynamic_range_db / 10.0  # log10 power units under the window's peak
         window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
         freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
         angle = 2 * math.pi * freqs * torch.arange(n_fft, dtype=torch.float64)[None, :] / n_fft
@@ -118,7 +129,7 @@ class LogMel(nn.Module):
         power = (real**2 + imag**2)[:, :, :-1]  # Whisper drops the last frame
         log_spec = torch.clamp(self.mel @ power, min=1e-10).log10()
         peak = log_spec.amax(dim=(1, 2), keepdim=True)
-        return (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
+        return (torch.maximum(log_spec, peak - self.floor) + 4.0) / 4.0
 
 
 class WhisperEncoderBackbone(SpeechEncoder):
@@ -127,11 +138,17 @@ class WhisperEncoderBackbone(SpeechEncoder):
     family = "whisper"
 
     def __init__(
-        self, encoder: nn.Module, mel_filters: np.ndarray, name_or_path: str, pad_30s: bool = False
+        self,
+        encoder: nn.Module,
+        mel_filters: np.ndarray,
+        name_or_path: str,
+        pad_30s: bool = False,
+        dynamic_range_db: float = WHISPER_DYNAMIC_RANGE_DB,
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.frontend = LogMel(mel_filters)
+        self.frontend = LogMel(mel_filters, dynamic_range_db=dynamic_range_db)
+        self.dynamic_range_db = dynamic_range_db
         self.name_or_path = name_or_path
         self.pad_30s = pad_30s
         self.hidden_size = encoder.config.d_model
@@ -161,15 +178,37 @@ class WhisperEncoderBackbone(SpeechEncoder):
         return torch.stack(states, dim=1)[:, :, :frames]
 
 
-def load_backbone(name_or_path: str, *, whisper_pad_30s: bool = False) -> SpeechEncoder:
+def backbone_from_config(config: Mapping[str, object]) -> SpeechEncoder:
+    """The frozen encoder a checkpoint's ``config.json`` was trained with (older ones lack the
+    dynamic range: Whisper's own)."""
+    return load_backbone(
+        str(config["backbone"]),
+        whisper_pad_30s=bool(config.get("whisper_pad_30s", False)),
+        whisper_dynamic_range_db=float(
+            config.get("whisper_dynamic_range_db", WHISPER_DYNAMIC_RANGE_DB)
+        ),
+    )
+
+
+def load_backbone(
+    name_or_path: str,
+    *,
+    whisper_pad_30s: bool = False,
+    whisper_dynamic_range_db: float = WHISPER_DYNAMIC_RANGE_DB,
+) -> SpeechEncoder:
     """Load a pretrained speech encoder (a hub id or a local folder) and freeze it.
 
     Raises:
-        ModelError: when ``name_or_path`` cannot be loaded or is not a supported speech encoder;
-            without network, in seconds (see :func:`local_files_only`).
+        ModelError: when ``name_or_path`` cannot be loaded or is not a supported speech encoder,
+            or a dynamic range is asked of a waveform encoder; without network, in seconds
+            (see :func:`local_files_only`).
     """
     from transformers import AutoConfig
 
+    if not math.isfinite(whisper_dynamic_range_db) or whisper_dynamic_range_db <= 0:
+        raise ModelError(
+            f"a dynamic range of {whisper_dynamic_range_db} dB: give a finite number above 0"
+        )
     quiet_library_bars()
     local_only = local_files_only(name_or_path)
     try:
@@ -186,7 +225,14 @@ def load_backbone(name_or_path: str, *, whisper_pad_30s: bool = False) -> Speech
         )
     try:
         if model_type in WHISPER_TYPES:
-            backbone: SpeechEncoder = _load_whisper(name_or_path, whisper_pad_30s, local_only)
+            backbone: SpeechEncoder = _load_whisper(
+                name_or_path, whisper_pad_30s, whisper_dynamic_range_db, local_only
+            )
+        elif whisper_dynamic_range_db != WHISPER_DYNAMIC_RANGE_DB:
+            raise ModelError(
+                f"{name_or_path}: a {model_type} model has no log-mel frontend; "
+                "the dynamic range applies to Whisper encoders only"
+            )
         else:
             backbone = _load_waveform(name_or_path, local_only)
     except OSError as error:
@@ -252,7 +298,9 @@ def _load_waveform(name_or_path: str, local_only: bool) -> WaveformEncoder:
     return WaveformEncoder(model, name_or_path, do_normalize)
 
 
-def _load_whisper(name_or_path: str, pad_30s: bool, local_only: bool) -> WhisperEncoderBackbone:
+def _load_whisper(
+    name_or_path: str, pad_30s: bool, dynamic_range_db: float, local_only: bool
+) -> WhisperEncoderBackbone:
     from transformers import WhisperFeatureExtractor, WhisperModel
 
     model = WhisperModel.from_pretrained(
@@ -264,4 +312,6 @@ def _load_whisper(name_or_path: str, pad_30s: bool, local_only: bool) -> Whisper
         )
     except (OSError, ValueError):
         extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
-    return WhisperEncoderBackbone(model.encoder, extractor.mel_filters, name_or_path, pad_30s)
+    return WhisperEncoderBackbone(
+        model.encoder, extractor.mel_filters, name_or_path, pad_30s, dynamic_range_db
+    )

@@ -140,6 +140,15 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
     help="Pad windows to Whisper's 30 s context (slower; see README).",
 )
 @click.option(
+    "--whisper-dynamic-range",
+    "whisper_dynamic_range_db",
+    type=click.FloatRange(min=20.0, max=200.0),
+    default=80.0,
+    show_default=True,
+    help="Whisper encoders: dB of log-mel kept under each window's peak (Whisper's 80); "
+    "narrower hides quiet background under the speech (see README).",
+)
+@click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
     default="auto",

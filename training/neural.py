@@ -49,7 +49,12 @@ from ser.corpus import (
 from ser.errors import CorpusError
 from ser.labels import LABELS
 from ser.training.augment import Augmentation
-from ser.training.backbones import DEFAULT_BACKBONE, SpeechEncoder, load_backbone
+from ser.training.backbones import (
+    DEFAULT_BACKBONE,
+    WHISPER_DYNAMIC_RANGE_DB,
+    SpeechEncoder,
+    load_backbone,
+)
 from ser.training.cache import ArrayCache
 from ser.training.calibration import fit_temperature, reliability
 from ser.training.checkpoint import save_checkpoint
@@ -91,6 +96,7 @@ class NeuralConfig:
     ensemble: int = 1
     view_seed: int = 0
     whisper_pad_30s: bool = False
+    whisper_dynamic_range_db: float = WHISPER_DYNAMIC_RANGE_DB
     device: str = "auto"
     precision: str = "auto"
     workers: int | None = None
@@ -206,7 +212,11 @@ def encode_corpus(
     names = corpus_names(clips)
     views = [config.views_for(k, len(names)) for k in range(len(names))]
     check_readable(clips)
-    backbone = backbone or load_backbone(config.backbone, whisper_pad_30s=config.whisper_pad_30s)
+    backbone = backbone or load_backbone(
+        config.backbone,
+        whisper_pad_30s=config.whisper_pad_30s,
+        whisper_dynamic_range_db=config.whisper_dynamic_range_db,
+    )
     backbone.to(device)
     window = round(config.window_s * SAMPLE_RATE)
     workers = config.workers or (min(8, os.cpu_count() or 1) if device.type == "cuda" else 1)
