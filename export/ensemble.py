@@ -28,7 +28,7 @@ import torch
 from onnx import helper, numpy_helper
 from scipy.special import softmax
 
-from ser.corpus import Clip
+from ser.corpus import Clip, label_indices
 from ser.errors import ModelError
 from ser.export.invariance import (
     InvarianceReport,
@@ -36,7 +36,7 @@ from ser.export.invariance import (
     require_invariance,
     session_runner,
 )
-from ser.export.neural import label_indices, parity_inputs
+from ser.export.neural import parity_inputs
 from ser.export.onnx_io import (
     attach_metadata,
     check_writable,

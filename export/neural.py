@@ -25,7 +25,7 @@ import transformers
 from torch import nn
 
 from ser.audio import center_window, load_audio
-from ser.corpus import Clip
+from ser.corpus import Clip, label_indices
 from ser.errors import ModelError, SerError
 from ser.export.invariance import (
     InvarianceReport,
@@ -280,12 +280,6 @@ def neural_metadata(checkpoint: NeuralCheckpoint, model: onnx.ModelProto) -> Mod
             },
         },
     )
-
-
-def label_indices(clips: Sequence[Clip], labels: Sequence[str]) -> np.ndarray:
-    """Each clip's class as its index in ``labels`` (the model's output order)."""
-    labels = list(labels)
-    return np.array([labels.index(clip.label) for clip in clips])
 
 
 def parity_inputs(clips: Sequence[Clip], window: int, count: int = 16) -> np.ndarray:

@@ -24,9 +24,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from ser.corpus import Clip
+from ser.corpus import Clip, label_indices
 from ser.errors import ModelError
-from ser.export.neural import NEURAL_TOLERANCE, label_indices, module_to_onnx, parity_inputs
+from ser.export.neural import NEURAL_TOLERANCE, module_to_onnx, parity_inputs
 from ser.export.onnx_io import attach_metadata, load_onnx, read_metadata, save_model
 from ser.export.optimize import accuracy_lost
 from ser.export.parity import ParityError

@@ -15,9 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from ser.audio import AUDIO_EXTENSIONS
 from ser.errors import CorpusError
-from ser.labels import LABELS
+from ser.labels import LABELS, label_index
 
 SPLITS = ("train", "validation", "test")
 RAVDESS_EMOTIONS = dict(zip(("01", "02", "03", "04", "05", "06", "07", "08"), LABELS, strict=True))
@@ -210,3 +212,10 @@ def manifest_hash(clips: Iterable[Clip]) -> str:
     for clip in sorted(clips, key=lambda c: (c.split, c.path.name, c.label)):
         digest.update(f"{clip.path.name}\t{clip.label}\t{clip.speaker}\t{clip.split}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def label_indices(clips: Iterable[Clip], labels: Sequence[str] = LABELS) -> np.ndarray:
+    """Each clip's class as its index in ``labels`` (a model's output order); a ValueError
+    names a label that is not there."""
+    labels = tuple(labels)
+    return np.array([label_index(clip.label, labels) for clip in clips], dtype=np.int64)

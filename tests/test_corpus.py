@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 
 from ser.corpus import (
+    Clip,
     check_splits,
+    label_indices,
     load_corpus,
     manifest_hash,
     ravdess_split,
@@ -22,6 +24,14 @@ def test_label_order_is_the_contract():
     assert label_index("angry") == 4
     with pytest.raises(ValueError, match="expected one of neutral"):
         label_index("bored")
+
+
+def test_label_indices_follow_the_given_order():
+    clips = [Clip(Path(f"{label}.wav"), label) for label in ("sad", "neutral", "sad")]
+    assert label_indices(clips).tolist() == [3, 0, 3]
+    assert label_indices(clips, ("sad", "neutral")).tolist() == [0, 1, 0]
+    with pytest.raises(ValueError, match="unknown label 'sad'; expected one of angry"):
+        label_indices(clips, ("angry", "neutral"))
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ser.audio import center_window, load_audio
-from ser.corpus import Clip
+from ser.corpus import Clip, label_indices
 from ser.training.augment import Augmentation, random_crop
 from ser.training.backbones import WHISPER_DYNAMIC_RANGE_DB, SpeechEncoder
 from ser.training.cache import ArrayCache, content_digest, file_key
@@ -149,7 +149,7 @@ def encode_clips(
     return EncodedClips(
         states=torch.from_numpy(states),
         valid=torch.from_numpy(valid),
-        targets=torch.tensor([labels.index(clip.label) for clip in clips]),
+        targets=torch.from_numpy(label_indices(clips, labels)),
         speakers=tuple(clip.speaker for clip in clips),
     )
 

@@ -20,9 +20,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GroupKFold, cross_val_score
 
 from ser.audio import SAMPLE_RATE, load_audio
-from ser.corpus import Clip, check_splits, manifest_hash, select
+from ser.corpus import Clip, check_splits, label_indices, manifest_hash, select
 from ser.features import EgemapsExtractor
-from ser.labels import LABELS, label_index
+from ser.labels import LABELS
 from ser.training.cache import ArrayCache, file_key
 from ser.training.checks import check_readable
 from ser.training.metrics import classification_metrics
@@ -100,8 +100,7 @@ def train_forest(
     cache = ArrayCache(cache_dir, "egemaps")
     fit_x = extract_egemaps(fit_clips, cache, extractor, desc="eGeMAPS features, train+validation")
     test_x = extract_egemaps(test_clips, cache, extractor, desc="eGeMAPS features, test")
-    fit_y = np.array([label_index(clip.label) for clip in fit_clips])
-    test_y = np.array([label_index(clip.label) for clip in test_clips])
+    fit_y, test_y = label_indices(fit_clips), label_indices(test_clips)
     groups = [clip.speaker or str(clip.path) for clip in fit_clips]
 
     leaf, cv_scores = choose_min_samples_leaf(fit_x, fit_y, groups, seed)
