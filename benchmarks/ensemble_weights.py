@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ser.batch.frontends import frontend_for
 from ser.batch.scoring import score_file
 from ser.batch.session import ScoringModel
-from ser.corpus import load_corpus, select
+from ser.corpus import label_indices, load_corpus, select
 from ser.export.ensemble import share_encoder
 from ser.training.metrics import uar
 
@@ -40,7 +40,7 @@ def split_probs(model: str, data: Path, split: str) -> tuple[np.ndarray, np.ndar
     frontend = frontend_for(scorer.metadata)
     clips = select(load_corpus(data), split)
     probs = np.stack([score_file(clip.path, scorer, frontend).probs for clip in clips])
-    return probs, np.array([scorer.labels.index(clip.label) for clip in clips])
+    return probs, label_indices(clips, scorer.labels)
 
 
 @click.command()

@@ -263,8 +263,8 @@ def autocast(data: Path, run_dir: Path, device: str, result: dict) -> None:
     import torch
 
     from ser.audio import center_window, load_audio
-    from ser.corpus import read_ravdess, select
-    from ser.training.backbones import load_backbone
+    from ser.corpus import label_indices, read_ravdess, select
+    from ser.training.backbones import backbone_from_config
     from ser.training.checkpoint import load_checkpoint
     from ser.training.devices import encoder_arithmetic, state_deviation, synchronize
     from ser.training.heads import valid_frames
@@ -272,15 +272,14 @@ def autocast(data: Path, run_dir: Path, device: str, result: dict) -> None:
     checkpoint = load_checkpoint(run_dir)
     config, head = checkpoint.config, checkpoint.head.eval()
     clips = select(read_ravdess(data), "validation") + select(read_ravdess(data), "test")
-    labels = list(config["labels"])
-    targets = np.array([labels.index(c.label) for c in clips])
+    targets = label_indices(clips, config["labels"])
     is_test = np.array([c.split == "test" for c in clips])
     audio = torch.from_numpy(
         np.stack([center_window(load_audio(c.path), config["window"]) for c in clips])
     )
-    cpu_backbone = load_backbone(config["backbone"])
+    cpu_backbone = backbone_from_config(config)
     gpu = torch.device(device)
-    gpu_backbone = load_backbone(config["backbone"]).to(gpu)
+    gpu_backbone = backbone_from_config(config).to(gpu)
     valid = valid_frames(
         audio, cpu_backbone.samples_per_frame, cpu_backbone.num_frames(audio.shape[1])
     )
@@ -368,7 +367,7 @@ def decode(data: Path, model: Path) -> dict:
     from ser.audio import load_audio
     from ser.batch.frontends import frontend_for
     from ser.batch.session import ScoringModel
-    from ser.corpus import read_ravdess
+    from ser.corpus import label_indices, read_ravdess
 
     clips = read_ravdess(data)
     metadata = ScoringModel(str(model)).metadata
@@ -383,11 +382,10 @@ def decode(data: Path, model: Path) -> dict:
     rows = np.concatenate([r for r, _ in decoded])
     if len(rows) != len(clips):
         raise RuntimeError("expected one window per clip")
-    labels = list(metadata.labels)
     return {
         "rows": rows,
         "audio_s": round(sum(d for _, d in decoded), 1),
-        "targets": np.array([labels.index(c.label) for c in clips]),
+        "targets": label_indices(clips, metadata.labels),
         "is_test": np.array([c.split == "test" for c in clips]),
     }
 
