@@ -15,6 +15,7 @@ from ser.batch.cli import main as batch_main
 from ser.corpus import load_corpus, select
 from ser.errors import ModelError
 from ser.export.cli import main as export_main
+from ser.export.ensemble import share_encoder
 from ser.export.neural import (
     QuantizationRefused,
     build_classifier,
@@ -82,6 +83,9 @@ def test_a_narrower_whisper_range_is_trained_exported_and_recorded(
     assert build_classifier(load_checkpoint(tmp_path / "narrow")).backbone.frontend.floor == 4.0
     wide = load_checkpoint(checkpoints["whisper", "pooled"])
     assert build_classifier(wide).backbone.frontend.floor == 8.0
+    export_neural(checkpoints["whisper", "pooled"], tmp_path / "wide.onnx")
+    with pytest.raises(ModelError, match="encoders differ in structure"):  # no silent ensemble
+        share_encoder(onnx.load(tmp_path / "narrow.onnx"), onnx.load(tmp_path / "wide.onnx"))
 
 
 @pytest.mark.parametrize("backbone", ["whisper", "wav2vec2"])
