@@ -47,6 +47,7 @@ from ser.export.onnx_io import (
 from ser.export.optimize import accuracy_lost, onnx_accuracy
 from ser.export.speaker import states_tensor
 from ser.metadata import ModelMetadata
+from ser.training.backbones import dynamic_range_of
 from ser.training.calibration import fit_temperature, reliability
 from ser.training.metrics import classification_metrics
 
@@ -261,6 +262,11 @@ def export_ensemble(
                 for m in metas]  # fmt: skip
     if any(item != contract[0] for item in contract[1:]) or first.frontend != "waveform":
         raise ModelError("the models must be waveform models with the same labels, rate and window")
+    ranges = [dynamic_range_of(m.extra) for m in metas]  # optimised graphs hold the floor as a
+    if len(set(ranges)) > 1:  # weight, which sharing would overwrite: refuse before that
+        listed = ", ".join(f"{value:g} dB" for value in ranges)
+        raise ModelError(f"the models' Whisper dynamic ranges differ ({listed}): they cannot "
+                         "share one encoder")  # fmt: skip
     shared, replaced = [originals[0]], [0]
     for model in originals[1:]:
         copy = onnx.ModelProto()

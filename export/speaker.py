@@ -31,7 +31,7 @@ from ser.export.onnx_io import attach_metadata, load_onnx, read_metadata, save_m
 from ser.export.optimize import accuracy_lost
 from ser.export.parity import ParityError
 from ser.metadata import ModelMetadata
-from ser.training.backbones import SpeechEncoder, backbone_from_config
+from ser.training.backbones import SpeechEncoder, backbone_from_config, dynamic_range_of
 from ser.training.checkpoint import load_checkpoint
 from ser.training.heads import HeadEnsemble, valid_frames
 
@@ -362,13 +362,17 @@ def export_speaker(
         {prop.key: prop.value for prop in original.metadata_props}, source=str(model_path)
     )
     window = config["window"]
-    if Path(str(metadata.extra.get("backbone", ""))).name != Path(config["backbone"]).name or (
-        metadata.window_s is None or round(metadata.window_s * metadata.sample_rate) != window
+    if (
+        Path(str(metadata.extra.get("backbone", ""))).name != Path(config["backbone"]).name
+        or metadata.window_s is None
+        or round(metadata.window_s * metadata.sample_rate) != window
+        or dynamic_range_of(metadata.extra) != dynamic_range_of(config)
     ):
         raise ModelError(
             f"{model_path} (backbone {metadata.extra.get('backbone')}, window "
-            f"{metadata.window_s} s) was not made with the encoder and window of "
-            f"{checkpoint_dir} ({config['backbone']}, {window / config['sample_rate']} s)"
+            f"{metadata.window_s} s, range {dynamic_range_of(metadata.extra):g} dB) was not made "
+            f"with the encoder and window of {checkpoint_dir} ({config['backbone']}, "
+            f"{window / config['sample_rate']} s, {dynamic_range_of(config):g} dB)"
         )
     encoder = backbone_from_config(config).eval()
     speaker = config["speaker"]

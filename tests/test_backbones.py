@@ -65,9 +65,23 @@ def test_dynamic_range_from_config_and_refusals(tiny_whisper, tiny_wav2vec2):
     assert backbone_from_config(config).frontend.floor == 5.0
     with pytest.raises(ModelError, match="Whisper encoders only"):
         load_backbone(str(tiny_wav2vec2), whisper_dynamic_range_db=40.0)
-    for bad in (float("nan"), float("inf"), 0.0):
-        with pytest.raises(ModelError, match="give a finite number above 0"):
+    for bad in (float("nan"), float("inf"), 0.0, 19.9, 1e300, True, "60"):
+        with pytest.raises(ModelError, match="give a number from 20 to 200"):
             load_backbone(str(tiny_whisper), whisper_dynamic_range_db=bad)
+    as_int = load_backbone(str(tiny_whisper), whisper_dynamic_range_db=60)
+    as_numpy = load_backbone(str(tiny_whisper), whisper_dynamic_range_db=np.float64(60))
+    assert backbone_fingerprint(as_int) == backbone_fingerprint(as_numpy)  # one cache entry
+    assert as_int.describe()["whisper_dynamic_range_db"] == 60.0
+    with pytest.raises(ModelError, match="unreadable whisper_dynamic_range_db"):
+        backbone_from_config({"backbone": str(tiny_whisper), "whisper_dynamic_range_db": "x"})
+
+
+def test_the_cli_bounds_are_the_api_bounds():
+    from ser.training.backbones import DYNAMIC_RANGE_LIMITS_DB
+    from ser.training.cli import neural
+
+    option = next(p for p in neural.params if p.name == "whisper_dynamic_range_db")
+    assert (option.type.min, option.type.max) == DYNAMIC_RANGE_LIMITS_DB
 
 
 def test_whisper_padded_variant_equals_transformers_encoder(tiny_whisper):

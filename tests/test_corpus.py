@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ser.corpus import (
@@ -29,6 +30,7 @@ def test_label_order_is_the_contract():
 def test_label_indices_follow_the_given_order():
     clips = [Clip(Path(f"{label}.wav"), label) for label in ("sad", "neutral", "sad")]
     assert label_indices(clips).tolist() == [3, 0, 3]
+    assert label_indices(clips).dtype == label_indices([]).dtype == np.int64  # torch targets
     assert label_indices(clips, ("sad", "neutral")).tolist() == [0, 1, 0]
     with pytest.raises(ValueError, match="unknown label 'sad'; expected one of angry"):
         label_indices(clips, ("angry", "neutral"))

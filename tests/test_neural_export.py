@@ -15,7 +15,7 @@ from ser.batch.cli import main as batch_main
 from ser.corpus import load_corpus, select
 from ser.errors import ModelError
 from ser.export.cli import main as export_main
-from ser.export.ensemble import share_encoder
+from ser.export.ensemble import export_ensemble
 from ser.export.neural import (
     QuantizationRefused,
     build_classifier,
@@ -23,7 +23,9 @@ from ser.export.neural import (
     export_neural,
 )
 from ser.export.parity import ParityError
+from ser.export.speaker import export_speaker
 from ser.metadata import ModelMetadata
+from ser.training.backbones import load_backbone
 from ser.training.checkpoint import load_checkpoint
 from ser.training.heads import HeadEnsemble
 from ser.training.neural import NeuralConfig, train_neural
@@ -72,20 +74,40 @@ def test_an_ensemble_averages_its_members_and_exports_as_one_graph(
 def test_a_narrower_whisper_range_is_trained_exported_and_recorded(
     synthetic_manifest, tiny_whisper, checkpoints, tmp_path
 ):
-    """The range travels from the training config into the graph (parity against PyTorch's
-    frontend with that floor) and the metadata; the default stays Whisper's 80 dB."""
+    """The range the encoder really ran travels into the config, the graph (parity against
+    PyTorch's frontend with that floor), the metadata and speaker mode; models or heads of
+    another range are refused, not merged (an optimised graph holds the floor as a weight)."""
     clips = load_corpus(synthetic_manifest)
-    config = replace(QUICK, backbone=str(tiny_whisper), whisper_dynamic_range_db=40.0)
+    config = replace(
+        QUICK, backbone=str(tiny_whisper), whisper_dynamic_range_db=40.0, normalize="speaker",
+        speaker_bottleneck=4,
+    )  # fmt: skip
     train_neural(clips, tmp_path / "narrow", tmp_path / "cache", config)
-    assert load_checkpoint(tmp_path / "narrow").config["whisper_dynamic_range_db"] == 40.0
-    exported = export_neural(tmp_path / "narrow", tmp_path / "narrow.onnx")
+    narrow_checkpoint = load_checkpoint(tmp_path / "narrow")
+    assert narrow_checkpoint.config["whisper_dynamic_range_db"] == 40.0
+    assert build_classifier(narrow_checkpoint).backbone.frontend.floor == 4.0
+    exported = export_neural(tmp_path / "narrow", tmp_path / "narrow.onnx", optimize=True)
     assert exported.parity.ok and exported.metadata.extra_json("whisper_dynamic_range_db") == 40
-    assert build_classifier(load_checkpoint(tmp_path / "narrow")).backbone.frontend.floor == 4.0
+    export_speaker(tmp_path / "narrow.onnx", tmp_path / "narrow", tmp_path / "speaker.onnx")
+
     wide = load_checkpoint(checkpoints["whisper", "pooled"])
-    assert build_classifier(wide).backbone.frontend.floor == 8.0
-    export_neural(checkpoints["whisper", "pooled"], tmp_path / "wide.onnx")
-    with pytest.raises(ModelError, match="encoders differ in structure"):  # no silent ensemble
-        share_encoder(onnx.load(tmp_path / "narrow.onnx"), onnx.load(tmp_path / "wide.onnx"))
+    assert wide.config["whisper_dynamic_range_db"] == 80.0
+    export_neural(checkpoints["whisper", "pooled"], tmp_path / "wide.onnx", optimize=True)
+    with pytest.raises(ModelError, match=r"dynamic ranges differ \(40 dB, 80 dB\)"):
+        export_ensemble([tmp_path / "narrow.onnx", tmp_path / "wide.onnx"], tmp_path / "e.onnx")
+    with pytest.raises(ModelError, match=r"range 80 dB.*40 dB"):
+        export_speaker(tmp_path / "wide.onnx", tmp_path / "narrow", tmp_path / "bad.onnx")
+    assert not (tmp_path / "e.onnx").exists() and not (tmp_path / "bad.onnx").exists()
+
+
+def test_training_records_the_range_its_encoder_ran(synthetic_manifest, tiny_whisper, tmp_path):
+    """A backbone handed to train_neural wins over the config's wish, so the checkpoint never
+    claims a frontend its heads did not see."""
+    clips = load_corpus(synthetic_manifest)
+    backbone = load_backbone(str(tiny_whisper), whisper_dynamic_range_db=50.0)
+    config = replace(QUICK, backbone=str(tiny_whisper), epochs=1)
+    train_neural(clips, tmp_path / "run", tmp_path / "cache", config, backbone=backbone)
+    assert load_checkpoint(tmp_path / "run").config["whisper_dynamic_range_db"] == 50.0
 
 
 @pytest.mark.parametrize("backbone", ["whisper", "wav2vec2"])

@@ -35,6 +35,7 @@ WHISPER_TYPES = ("whisper",)
 DEFAULT_BACKBONE = "facebook/wav2vec2-base"
 HUB_PROBE_TIMEOUT_S = 5.0
 WHISPER_DYNAMIC_RANGE_DB = 80.0  # Whisper's log-mel floor: 8 log10 units under the peak
+DYNAMIC_RANGE_LIMITS_DB = (20.0, 200.0)
 
 
 class SpeechEncoder(nn.Module):
@@ -147,8 +148,8 @@ class WhisperEncoderBackbone(SpeechEncoder):
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.frontend = LogMel(mel_filters, dynamic_range_db=dynamic_range_db)
-        self.dynamic_range_db = dynamic_range_db
+        self.dynamic_range_db = check_dynamic_range(dynamic_range_db)
+        self.frontend = LogMel(mel_filters, dynamic_range_db=self.dynamic_range_db)
         self.name_or_path = name_or_path
         self.pad_30s = pad_30s
         self.hidden_size = encoder.config.d_model
@@ -158,6 +159,14 @@ class WhisperEncoderBackbone(SpeechEncoder):
 
     def num_frames(self, samples: int) -> int:
         return (samples // self.frontend.hop - 1) // 2 + 1
+
+    def describe(self) -> dict[str, object]:
+        """The frontend this encoder really ran, over what a training config asked for."""
+        return {
+            **super().describe(),
+            "whisper_pad_30s": self.pad_30s,
+            "whisper_dynamic_range_db": self.dynamic_range_db,
+        }
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         frames = self.num_frames(audio.shape[1])
@@ -184,9 +193,7 @@ def backbone_from_config(config: Mapping[str, object]) -> SpeechEncoder:
     return load_backbone(
         str(config["backbone"]),
         whisper_pad_30s=bool(config.get("whisper_pad_30s", False)),
-        whisper_dynamic_range_db=float(
-            config.get("whisper_dynamic_range_db", WHISPER_DYNAMIC_RANGE_DB)
-        ),
+        whisper_dynamic_range_db=dynamic_range_of(config),
     )
 
 
@@ -205,10 +212,7 @@ def load_backbone(
     """
     from transformers import AutoConfig
 
-    if not math.isfinite(whisper_dynamic_range_db) or whisper_dynamic_range_db <= 0:
-        raise ModelError(
-            f"a dynamic range of {whisper_dynamic_range_db} dB: give a finite number above 0"
-        )
+    whisper_dynamic_range_db = check_dynamic_range(whisper_dynamic_range_db)
     quiet_library_bars()
     local_only = local_files_only(name_or_path)
     try:
@@ -239,6 +243,34 @@ def load_backbone(
         reason = " ".join(str(error).split())[:300]
         raise ModelError(f"{name_or_path}: cannot load the model weights ({reason})") from None
     return backbone.freeze()
+
+
+def dynamic_range_of(extra: Mapping[str, object]) -> float:
+    """The Whisper dynamic range a checkpoint config or a model's metadata (JSON text) records;
+    those from before the option, and waveform encoders: Whisper's own 80 dB.
+
+    Raises:
+        ModelError: when the recorded value is not a number.
+    """
+    value = extra.get("whisper_dynamic_range_db", WHISPER_DYNAMIC_RANGE_DB)
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ModelError(f"unreadable whisper_dynamic_range_db {value!r}") from None
+
+
+def check_dynamic_range(value: object) -> float:
+    """``value`` as a float number of dB within :data:`DYNAMIC_RANGE_LIMITS_DB` (the CLI's
+    bounds, for the Python API too; click lets nan through).
+
+    Raises:
+        ModelError: for anything else.
+    """
+    low, high = DYNAMIC_RANGE_LIMITS_DB
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if number is None or not math.isfinite(number) or not low <= number <= high:
+        raise ModelError(f"a dynamic range of {value!r} dB: give a number from {low:g} to {high:g}")
+    return float(number)
 
 
 def local_files_only(name_or_path: str) -> bool:

@@ -142,7 +142,7 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
 @click.option(
     "--whisper-dynamic-range",
     "whisper_dynamic_range_db",
-    type=click.FloatRange(min=20.0, max=200.0),
+    type=click.FloatRange(20.0, 200.0),  # backbones.DYNAMIC_RANGE_LIMITS_DB (torch-free here)
     default=80.0,
     show_default=True,
     help="Whisper encoders: dB of log-mel kept under each window's peak (Whisper's 80); "
