@@ -11,6 +11,7 @@ import click
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 RAVDESS_16K = SHARED / "data" / "ravdess-speech-16k"
+NEMO = SHARED / "data" / "nemo-16k" / "manifest.csv"
 WHISPER_TINY = SHARED / "models" / "whisper-tiny.en"
 
 

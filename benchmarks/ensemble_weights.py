@@ -29,9 +29,8 @@ from ser.corpus import label_indices, load_corpus, select
 from ser.export.ensemble import share_encoder
 from ser.training.metrics import uar
 
-from common import RAVDESS_16K, describe_machine
+from common import NEMO, RAVDESS_16K, describe_machine
 
-NEMO = RAVDESS_16K.parent / "nemo-16k" / "manifest.csv"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 

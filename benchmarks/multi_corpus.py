@@ -48,9 +48,8 @@ from ser.training.heads import HeadEnsemble
 from ser.training.neural import EncodedCorpus, NeuralConfig, encode_corpus, train_head
 from ser.training.sampling import epoch_draws
 
-from common import RAVDESS_16K, SHARED, WHISPER_TINY, describe_machine
+from common import NEMO, RAVDESS_16K, WHISPER_TINY, describe_machine
 
-NEMO = SHARED / "data" / "nemo-16k" / "manifest.csv"
 GROUPS = ("main", "nemo", "sampling", "norm")
 
 

@@ -25,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ser.corpus import load_corpus, select
 from ser.models import DEFAULT_MODEL
 
-from common import RAVDESS_16K, describe_machine
+from common import NEMO, RAVDESS_16K, describe_machine
 
-NEMO = RAVDESS_16K.parent / "nemo-16k" / "manifest.csv"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 

@@ -35,9 +35,7 @@ from ser.training.checkpoint import load_checkpoint
 from ser.training.encoding import EncodedClips, encode_clips
 from ser.training.speaker_norm import centre_by_speaker
 
-from common import RAVDESS_16K, describe_machine
-
-NEMO = RAVDESS_16K.parent / "nemo-16k" / "manifest.csv"
+from common import NEMO, RAVDESS_16K, describe_machine
 
 
 def mlp_probs(train, validation, others, seeds=3, epochs=40) -> list[np.ndarray]:

@@ -36,9 +36,8 @@ from ser.batch.session import resolve_model
 from ser.corpus import Clip, load_corpus, select
 from ser.models import DEFAULT_MODEL
 
-from common import RAVDESS_16K, describe_machine
+from common import NEMO, RAVDESS_16K, describe_machine
 
-NEMO = RAVDESS_16K.parent / "nemo-16k" / "manifest.csv"
 DRAWS = 5
 
 

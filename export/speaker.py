@@ -362,17 +362,18 @@ def export_speaker(
         {prop.key: prop.value for prop in original.metadata_props}, source=str(model_path)
     )
     window = config["window"]
+    model_range, heads_range = dynamic_range_of(metadata.extra), dynamic_range_of(config)
     if (
         Path(str(metadata.extra.get("backbone", ""))).name != Path(config["backbone"]).name
         or metadata.window_s is None
         or round(metadata.window_s * metadata.sample_rate) != window
-        or dynamic_range_of(metadata.extra) != dynamic_range_of(config)
+        or model_range != heads_range
     ):
         raise ModelError(
             f"{model_path} (backbone {metadata.extra.get('backbone')}, window "
-            f"{metadata.window_s} s, range {dynamic_range_of(metadata.extra):g} dB) was not made "
-            f"with the encoder and window of {checkpoint_dir} ({config['backbone']}, "
-            f"{window / config['sample_rate']} s, {dynamic_range_of(config):g} dB)"
+            f"{metadata.window_s} s, range {model_range:g} dB) was not made with the encoder and "
+            f"window of {checkpoint_dir} ({config['backbone']}, "
+            f"{window / config['sample_rate']} s, {heads_range:g} dB)"
         )
     encoder = backbone_from_config(config).eval()
     speaker = config["speaker"]

@@ -17,7 +17,7 @@ from ser.errors import ModelError
 from ser.export.cli import main as export_main
 from ser.export.ensemble import export_ensemble, share_encoder
 from ser.export.neural import export_neural, parity_inputs
-from ser.metadata import ModelMetadata
+from ser.export.onnx_io import read_metadata
 from ser.training.neural import NeuralConfig, train_neural
 
 QUICK = NeuralConfig(window_s=1.0, views=1, epochs=2, augment=False, head="pooled")
@@ -77,7 +77,7 @@ def test_the_ensemble_runs_one_encoder_and_averages_its_members(
     merged, first = onnx.load(out), onnx.load(members[0])
     gelus = [sum(node.op_type == "Erf" for node in m.graph.node) for m in (merged, first)]
     assert gelus[0] == gelus[1] > 0  # the encoder's GELUs (heads use ReLU) once, not per member
-    meta = ModelMetadata.from_props({p.key: p.value for p in merged.metadata_props})
+    meta = read_metadata(merged)
     assert [m["weight"] for m in meta.extra_json("ensemble")] == [3.0, 1.0]
     assert meta.extra_json("calibration")["temperature"] == pytest.approx(exported.temperature)
     assert "test_metrics" not in meta.extra  # the members' figures are not the ensemble's
@@ -96,7 +96,7 @@ def test_the_cli_writes_an_ensemble_and_refuses_what_cannot_be_one(
     assert result.exit_code == 0, result.output
     assert "parity ok" in result.output and "encoder weights replaced" in result.output
     merged = onnx.load(out)
-    meta = ModelMetadata.from_props({p.key: p.value for p in merged.metadata_props})
+    meta = read_metadata(merged)
     assert meta.extra_json("test_metrics")["n"] == 24  # the corpus's test clips, for the record
 
     export_neural(checkpoints["wav2vec2", "pooled"], tmp_path / "w2v.onnx")
@@ -154,9 +154,7 @@ def test_the_invariance_gate_runs_whole_batches_and_test_metrics_need_test_clips
     not_test = [clip for clip in clips if clip.split != "test"]
     export_ensemble(members, tmp_path / "e.onnx", parity_clips=not_test[:70])
     assert 64 in sizes  # the gate's largest batch reached ONNX Runtime whole
-    meta = ModelMetadata.from_props(
-        {p.key: p.value for p in onnx.load(tmp_path / "e.onnx").metadata_props}
-    )
+    meta = read_metadata(onnx.load(tmp_path / "e.onnx"))
     assert "test_metrics" not in meta.extra  # no test clip among the parity clips: no figure
 
 
@@ -192,6 +190,6 @@ def test_a_fixed_length_member_makes_the_ensemble_fixed_length(
     export_neural(tmp_path / "ref", tmp_path / "ref.onnx")
     export_ensemble([members[0], tmp_path / "ref.onnx"], tmp_path / "e.onnx")
     merged = onnx.load(tmp_path / "e.onnx")
-    meta = ModelMetadata.from_props({p.key: p.value for p in merged.metadata_props})
+    meta = read_metadata(merged)
     assert meta.dynamic_length is False and meta.extra["head"] == "pooled,reference"
     assert merged.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 16_000

@@ -148,7 +148,7 @@ class WhisperEncoderBackbone(SpeechEncoder):
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.dynamic_range_db = check_dynamic_range(dynamic_range_db)
+        self.dynamic_range_db = float(dynamic_range_db)  # checked by load_backbone
         self.frontend = LogMel(mel_filters, dynamic_range_db=self.dynamic_range_db)
         self.name_or_path = name_or_path
         self.pad_30s = pad_30s

@@ -57,7 +57,7 @@ def backbone_fingerprint(backbone: SpeechEncoder) -> str:
     text = f"{backbone.source()}|{config.to_json_string()}|{getattr(backbone, 'pad_30s', '')}"
     dynamic_range = getattr(backbone, "dynamic_range_db", WHISPER_DYNAMIC_RANGE_DB)
     if dynamic_range != WHISPER_DYNAMIC_RANGE_DB:  # Whisper's own range keeps the older keys
-        text += f"|range{float(dynamic_range)!r}"  # 60, 60.0 and np.float64(60) alike
+        text += f"|range{dynamic_range!r}"  # a float: 60, 60.0 and np.float64(60) alike
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
