@@ -1,7 +1,7 @@
 """How a recording is cut before the emotion model sees it, and where its speech is.
 
 ``windows`` cuts fixed windows over the whole file (silence included); ``vad`` scores only the
-speech regions that Silero VAD (:mod:`ser.batch.vad`) finds. :class:`SpeechTracker` turns the
+speech regions that Silero VAD (:mod:`ser.vad`) finds. :class:`SpeechTracker` turns the
 VAD's frame probabilities into regions the way Silero's ``get_speech_timestamps`` does
 (hysteresis between ``threshold`` and ``threshold - 0.15``, pauses shorter than
 ``min_silence_s`` merged, regions shorter than ``min_speech_s`` dropped, regions longer than
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ser.vad import FRAME
+
 SEGMENTATIONS = ("vad", "windows")
 DEFAULT_SEGMENTATION = "windows"
 """Kept at ``windows`` for now: see README "Segmentation" for the measurements and why."""
-FRAME = 512
-"""Samples per VAD frame at 16 kHz (32 ms): frame ``i`` covers ``[FRAME*i, FRAME*(i+1))``."""
 SAMPLE_RATE = 16_000
 MIN_PAUSE_AT_MAX_SPEECH_S = 0.098
 """A pause at least this long is where an over-long region may be split (Silero's default)."""

@@ -29,8 +29,8 @@ import numpy as np
 from ser.audio import center_window, split_windows
 from ser.batch.frontends import EgemapsFrontend, ModelInputs, WaveformFrontend
 from ser.batch.segmentation import SAMPLE_RATE, Region, Segmentation, SpeechTracker
-from ser.batch.vad import SileroVad
 from ser.errors import AudioError
+from ser.vad import SileroVad
 
 
 class SpeechFrontend:

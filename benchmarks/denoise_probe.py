@@ -27,8 +27,8 @@ from long_recordings import RATE, build, recording_options
 from vad_inputs import Scorer, evaluate, vad_spans
 
 from ser.audio import load_audio
-from ser.batch.vad import SileroVad
 from ser.corpus import read_ravdess, select
+from ser.vad import SileroVad
 
 from common import describe_machine
 

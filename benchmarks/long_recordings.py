@@ -39,9 +39,9 @@ from scipy.signal import lfilter
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ser.audio import load_audio
-from ser.batch.vad import SileroVad
 from ser.corpus import read_ravdess, select
 from ser.models import DEFAULT_MODEL
+from ser.vad import SileroVad
 
 from common import RAVDESS_16K, describe_machine
 

@@ -37,10 +37,10 @@ from vad_inputs import neighbour_bounds, region_input, vad_spans
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ser.audio import center_window, load_audio
-from ser.batch.vad import SileroVad
 from ser.corpus import read_ravdess, select
 from ser.training.backbones import load_backbone
 from ser.training.heads import valid_frames
+from ser.vad import SileroVad
 
 from common import RAVDESS_16K, WHISPER_TINY, describe_machine
 

@@ -52,8 +52,8 @@ from long_recordings import (
 from ser.audio import center_window, load_audio, split_windows
 from ser.batch.segmentation import Segmentation, SpeechTracker
 from ser.batch.session import ScoringModel
-from ser.batch.vad import SileroVad
 from ser.corpus import read_ravdess, select
+from ser.vad import SileroVad
 
 from common import describe_machine
 

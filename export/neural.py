@@ -322,9 +322,9 @@ def check_parity(
 
 
 def _training_record(config: dict, metrics: dict) -> dict:
-    """Corpora, loss, sampling, normalisation, the log-mel range and calibration, for
+    """Corpora, loss, sampling, normalisation, the log-mel range, pooling and calibration, for
     checkpoints that have them."""
-    keys = ("corpora", "loss", "sampling", "recording_norm", "whisper_dynamic_range_db")
+    keys = ("corpora", "loss", "sampling", "recording_norm", "whisper_dynamic_range_db", "pool")
     record = {key: config[key] for key in keys if key in config}
     if "temperature" in config:
         record["calibration"] = {

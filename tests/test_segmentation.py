@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from ser.batch.cli import main as batch_main
 from ser.batch.frontends import WaveformFrontend, frontend_for
-from ser.batch.segmentation import FRAME, Region, Segmentation, SpeechTracker
+from ser.batch.segmentation import Region, Segmentation, SpeechTracker
 from ser.batch.utterances import SpeechFrontend
-from ser.batch.vad import SileroVad
 from ser.metadata import ModelMetadata
+from ser.vad import FRAME, SileroVad
 
 from synth import bursts
 

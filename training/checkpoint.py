@@ -79,4 +79,5 @@ def _build(config: dict[str, Any], bottleneck: int | None = None) -> nn.Module:
         ensemble=config.get("ensemble", 1),
         recording_norm=config.get("recording_norm", "none"),
         bottleneck=bottleneck,
+        speech_gate=config.get("pool", "all") == "speech" and bottleneck is None,
     )

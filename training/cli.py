@@ -206,6 +206,14 @@ def forest(data: Path, out: Path, cache_dir: Path | None, seed: int) -> None:
     help="Fit a temperature on validation and keep it in the model.",
 )
 @click.option(
+    "--pool",
+    type=click.Choice(["all", "speech"]),
+    default="all",
+    show_default=True,
+    help="pooled head: average over every frame of the window (all), or over the frames a "
+    "gate fitted to Silero VAD marks as speech, so a background in the pauses moves nothing.",
+)
+@click.option(
     "--normalize",
     type=click.Choice(["none", "speaker"]),
     default="none",

@@ -82,6 +82,25 @@ class RecordingNorm(nn.Module):
         return centred / torch.sqrt(var + 1e-5)
 
 
+class SpeechGate(nn.Module):
+    """Which frames are speech: a linear rule on the raw states, fitted against Silero VAD.
+
+    ``forward`` narrows a valid-frame mask to the frames scored as speech; a window with no
+    such frame keeps its valid frames (never an empty pool). The weights are buffers fitted by
+    :func:`ser.training.speech_gate.fit_speech_gate`, not trained with the head.
+    """
+
+    def __init__(self, num_layers: int, hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(num_layers, hidden))
+        self.register_buffer("bias", torch.zeros(1))
+
+    def forward(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        score = torch.einsum("blth,lh->bt", states, self.weight) + self.bias
+        speech = valid & (score > 0)
+        return speech | (valid & ~speech.any(dim=1, keepdim=True))  # ORT has no bool Where
+
+
 class LayerMix(nn.Module):
     """``[batch, layers, frames, hidden] -> [batch, frames, hidden]``."""
 
@@ -135,9 +154,11 @@ class PooledHead(nn.Module):
         frame_dropout: float = 0.0,
         recording_norm: str = "none",
         bottleneck: int | None = None,
+        speech_gate: bool = False,
     ) -> None:
         super().__init__()
         self.frame_dropout = frame_dropout
+        self.gate = SpeechGate(num_layers, hidden) if speech_gate else None
         self.recording = RecordingNorm(recording_norm)
         self.standardize = Standardize(num_layers, hidden)
         self.mix = LayerMix(num_layers, layers)
@@ -157,6 +178,10 @@ class PooledHead(nn.Module):
         )  # fmt: skip
 
     def forward(self, states: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if self.gate is not None:  # pool (and normalise) over the speech frames only
+            if valid is None:
+                valid = torch.ones(states.shape[0], states.shape[2], dtype=torch.bool)
+            valid = self.gate(states, valid.to(states.device))
         return self.classify_frames(self.frame_features(states, valid), valid)
 
     def frame_features(
@@ -217,11 +242,13 @@ def build_head(
     ensemble: int = 1,
     recording_norm: str = "none",
     bottleneck: int | None = None,
+    speech_gate: bool = False,
 ) -> nn.Module:
     """A head by name; the dropouts apply to ``pooled`` (``reference`` keeps the study's 0.5).
 
-    ``recording_norm`` (see :class:`RecordingNorm`) and ``bottleneck`` (a linear projection of
-    the mixed states to that many channels, what speaker mode normalises) are for ``pooled`` only.
+    ``recording_norm`` (see :class:`RecordingNorm`), ``bottleneck`` (a linear projection of
+    the mixed states to that many channels, what speaker mode normalises) and ``speech_gate``
+    (pool over the speech frames only, see :class:`SpeechGate`) are for ``pooled`` only.
 
     ``ensemble`` above 1 gives a :class:`HeadEnsemble` of that many untrained heads (the form a
     checkpoint is loaded into; training fits each member on its own).
@@ -230,17 +257,17 @@ def build_head(
         member = partial(
             build_head, kind, num_layers=num_layers, frames=frames, hidden=hidden,
             classes=classes, layers=layers, dropout=dropout, frame_dropout=frame_dropout,
-            recording_norm=recording_norm, bottleneck=bottleneck,
+            recording_norm=recording_norm, bottleneck=bottleneck, speech_gate=speech_gate,
         )  # fmt: skip
         return HeadEnsemble([member() for _ in range(ensemble)])
     if kind == "reference":
-        if recording_norm != "none" or bottleneck:
-            raise ValueError("recording norms and bottlenecks need the pooled head")
+        if recording_norm != "none" or bottleneck or speech_gate:
+            raise ValueError("recording norms, bottlenecks and speech gates need the pooled head")
         return ReferenceHead(num_layers, frames, hidden, classes, layers)
     if kind == "pooled":
         return PooledHead(
             num_layers, hidden, classes, layers, dropout=dropout, frame_dropout=frame_dropout,
-            recording_norm=recording_norm, bottleneck=bottleneck,
+            recording_norm=recording_norm, bottleneck=bottleneck, speech_gate=speech_gate,
         )  # fmt: skip
     raise ValueError(f"unknown head {kind!r}; expected {', '.join(HEADS)}")
 

@@ -75,6 +75,7 @@ from ser.training.plots import plot_confusion_matrix, plot_reliability, plot_tra
 from ser.training.progress import announce_encoding, track
 from ser.training.sampling import balanced_indices, epoch_draws
 from ser.training.speaker_norm import centre_by_speaker, speaker_ids
+from ser.training.speech_gate import FittedGate, fit_speech_gate
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class NeuralConfig:
     normalize: str = "none"
     speaker_bottleneck: int = 32
     augment_background: float = 0.0
+    pool: str = "all"
 
     def views_for(self, corpus_index: int, corpora: int) -> int:
         """Training views of one corpus: one ``views`` for all, or one per corpus in order.
@@ -207,6 +209,7 @@ def encode_corpus(
         CorpusError, ModelError: before any encoding, for a bad corpus or backbone.
         DeviceError: for ``--device cuda`` where PyTorch sees no GPU.
     """
+    check_pool(config)
     device = resolve_device(config.device)
     check_corpora(clips, ("train", "validation"), LABELS)
     names = corpus_names(clips)
@@ -258,6 +261,21 @@ def encode_corpus(
     )  # fmt: skip
 
 
+POOLS = ("all", "speech")
+
+
+def check_pool(config: NeuralConfig) -> None:
+    """``--pool speech`` needs the pooled head, and speaker mode does not gate its frames yet.
+
+    Raises:
+        CorpusError: for an unknown pool or a combination that cannot be built.
+    """
+    if config.pool not in POOLS:
+        raise CorpusError(f"unknown --pool {config.pool!r}; expected one of {', '.join(POOLS)}")
+    if config.pool == "speech" and (config.head != "pooled" or config.normalize == "speaker"):
+        raise CorpusError("--pool speech needs the pooled head and no --normalize speaker")
+
+
 def _choose_precision(
     backbone: SpeechEncoder,
     validation: Sequence[Clip],
@@ -296,14 +314,18 @@ def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> Ne
     The head trains on ``corpus.device``; the cached states move there once if they fit in
     half of the GPU's free memory, else batch by batch.
     """
+    check_pool(config)
     backbone, labels, device = corpus.backbone, LABELS, corpus.device
     frames = backbone.num_frames(corpus.window)
     corpus = _states_on(corpus, device)
     if config.normalize == "speaker":  # fail before any training on a corpus without speakers
         speakers = _speakers_by_split(corpus)
-    trained = _train_heads(corpus, config, frames)
+    gate = _fit_gate(corpus, config) if config.pool == "speech" else None
+    trained = _train_heads(corpus, config, frames, gate=gate)
     history = trained.histories[0]
     metrics, temperature = _evaluate(trained, corpus, config)
+    if gate is not None:
+        metrics["speech_gate"] = gate.report
     metrics["timing"] = _timing(
         backbone, corpus, float(np.mean(trained.epoch_times)), config.samples_per_epoch
     )
@@ -347,8 +369,21 @@ class TrainedHeads:
     best_epochs: list[int]
 
 
+def _fit_gate(corpus: EncodedCorpus, config: NeuralConfig) -> FittedGate:
+    """The speech gate every head of this run shares, fitted on training crops of all corpora."""
+    return fit_speech_gate(
+        corpus.backbone, select(corpus.clips, "train"), corpus.window, seed=config.view_seed,
+        device=corpus.device, precision=corpus.precision.precision,
+        batch_size=ENCODER_BATCH[corpus.device.type],
+    )  # fmt: skip
+
+
 def _train_heads(
-    corpus: EncodedCorpus, config: NeuralConfig, frames: int, bottleneck: int | None = None
+    corpus: EncodedCorpus,
+    config: NeuralConfig,
+    frames: int,
+    bottleneck: int | None = None,
+    gate: FittedGate | None = None,
 ) -> TrainedHeads:
     """``config.ensemble`` heads, seeds ``config.seed`` onwards, each at its best epoch."""
     backbone = corpus.backbone
@@ -361,7 +396,11 @@ def _train_heads(
             hidden=backbone.hidden_size, classes=len(LABELS), layers=config.layers,
             dropout=config.dropout, frame_dropout=config.frame_dropout,
             recording_norm=config.recording_norm, bottleneck=bottleneck,
+            speech_gate=gate is not None,
         )  # fmt: skip
+        if gate is not None:
+            head.gate.weight.copy_(gate.weight)
+            head.gate.bias.copy_(gate.bias)
         recording = getattr(head, "recording", None)
         with torch.no_grad():
             sample = recording(fit_states, fit_valid) if recording is not None else fit_states

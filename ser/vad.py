@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ser.batch.segmentation import FRAME
 from ser.errors import ModelError
 from ser.models import vad_model_path
 
+FRAME = 512
+"""Samples per VAD frame at 16 kHz (32 ms): frame ``i`` covers ``[FRAME*i, FRAME*(i+1))``."""
 CONTEXT = 64
 """Samples of the previous frame fed before each frame."""
 MAX_FRAMES_PER_CALL = 512

@@ -1,0 +1,141 @@
+"""--pool speech: the head pools over the frames a gate fitted to Silero VAD calls speech."""
+
+import csv
+from dataclasses import replace
+
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from ser.corpus import load_corpus, select
+from ser.errors import CorpusError
+from ser.export.neural import export_neural
+from ser.labels import LABELS
+from ser.training.backbones import load_backbone
+from ser.training.checkpoint import load_checkpoint
+from ser.training.cli import main as train_main
+from ser.training.heads import PooledHead, build_head
+from ser.training.neural import NeuralConfig, train_neural
+from ser.training.speech_gate import fit_speech_gate
+
+from synth import bursts
+
+RATE = 16_000
+QUICK = NeuralConfig(window_s=2.0, views=1, epochs=2, augment=False, pool="speech")
+
+
+@pytest.fixture(scope="module")
+def speech_manifest(tmp_path_factory) -> str:
+    """Two-second clips of speech-like bursts in quiet noise, pitch rising with the class."""
+    root = tmp_path_factory.mktemp("speech-corpus")
+    rows, seed = [], 0
+    for split, count in {"train": 4, "validation": 1, "test": 1}.items():
+        for index, label in enumerate(LABELS):
+            for n in range(count):
+                seed += 1
+                start = 0.3 + 0.1 * (seed % 5)
+                signal = bursts([(start, start + 1.0)], 2.0, seed=seed)
+                name = f"{split}-{label}-{n}.wav"
+                sf.write(root / name, signal * (0.5 + 0.1 * index), RATE)
+                rows.append({"path": name, "label": label, "speaker": f"s{n}", "split": split})
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "speaker", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(manifest)
+
+
+def _gated_head(seed: int = 0) -> PooledHead:
+    torch.manual_seed(seed)
+    head = build_head(
+        "pooled", num_layers=2, frames=10, hidden=6, classes=8, layers="weighted",
+        speech_gate=True,
+    ).eval()  # fmt: skip
+    head.gate.weight[:, 0] = 1.0  # speech: where channel 0 summed over the layers is positive
+    return head
+
+
+def test_the_gated_head_ignores_what_is_not_speech():
+    head = _gated_head()
+    states = torch.randn(3, 2, 10, 6)
+    states[:, :, :, 0] = -1.0
+    states[:, :, 2:7, 0] = 1.0  # frames 2-6 are speech
+    valid = torch.ones(3, 10, dtype=torch.bool)
+    changed = states.clone()
+    changed[:, :, 7:, 1:] = 50 * torch.randn(3, 2, 3, 5)  # a loud background after the speech
+    changed[:, :, :2, 1:] = -20.0
+    with torch.inference_mode():
+        gated = head(states, valid)
+        assert torch.equal(head(changed, valid), gated)
+        head.gate = None  # the same head pooling over every frame moves with the background
+        assert not torch.allclose(head(changed, valid), head(states, valid))
+        assert torch.allclose(head(states[:, :, 2:7], valid[:, 2:7]), gated, atol=1e-6)
+
+
+def test_a_window_with_no_speech_pools_over_its_valid_frames():
+    head = _gated_head()
+    states = torch.randn(2, 2, 10, 6)
+    states[:, :, :, 0] = -1.0  # nothing is speech
+    valid = torch.zeros(2, 10, dtype=torch.bool)
+    valid[:, :6] = True  # the rest is zero padding
+    with torch.inference_mode():
+        gated = head(states, valid)
+        head.gate = None
+        assert torch.equal(gated, head(states, valid))
+
+
+def test_the_gate_learns_the_vads_frames_from_the_encoder(speech_manifest, tiny_whisper):
+    clips = select(load_corpus(speech_manifest), "train")
+    backbone = load_backbone(str(tiny_whisper))
+    gate = fit_speech_gate(backbone, clips, 2 * RATE, windows=24)
+    report = gate.report
+    assert report["windows"] == 24 and report["frames"] == 24 * 24
+    share = report["speech_share"]
+    assert 0.2 < share < 0.8
+    assert report["frame_accuracy"] >= max(share, 1 - share) + 0.2  # far above the majority
+    assert gate.weight.shape == (backbone.num_layers, backbone.hidden_size)
+
+
+def test_a_model_trained_with_pool_speech_exports_with_its_gate(
+    speech_manifest, tiny_whisper, tmp_path
+):
+    clips = load_corpus(speech_manifest)
+    config = replace(QUICK, backbone=str(tiny_whisper), ensemble=2)
+    run = train_neural(clips, tmp_path / "run", tmp_path / "cache", config)
+    gate = run.metrics["speech_gate"]
+    assert gate["frame_accuracy"] >= max(gate["speech_share"], 1 - gate["speech_share"]) + 0.2
+    checkpoint = load_checkpoint(tmp_path / "run")
+    members = checkpoint.head.members
+    assert all(m.gate is not None for m in members)
+    assert torch.equal(members[0].gate.weight, members[1].gate.weight)  # one gate, shared
+    assert members[0].gate.weight.abs().sum() > 0
+    exported = export_neural(tmp_path / "run", tmp_path / "gated.onnx", parity_clips=clips[:8])
+    assert exported.parity.ok and exported.invariance.ok
+    assert exported.metadata.extra_json("pool") == "speech"
+
+
+def test_pool_speech_is_refused_where_it_cannot_be_built(speech_manifest, tmp_path, tiny_whisper):
+    clips = load_corpus(speech_manifest)
+    for bad in (
+        replace(QUICK, backbone=str(tiny_whisper), normalize="speaker"),
+        replace(QUICK, backbone=str(tiny_whisper), head="reference"),
+        replace(QUICK, backbone=str(tiny_whisper), pool="frames"),
+    ):
+        with pytest.raises(CorpusError, match="pool"):
+            train_neural(clips, tmp_path / "m", tmp_path / "c", bad)
+    assert not (tmp_path / "c").exists()  # refused before any encoding
+
+
+def test_a_corpus_without_speech_cannot_fit_a_gate(synthetic_manifest, tiny_whisper, tmp_path):
+    """The synthetic corpus's steady buzz is not speech to Silero: one line, no model."""
+    result = CliRunner().invoke(
+        train_main,
+        ["neural", "--data", str(synthetic_manifest), "--backbone", str(tiny_whisper),
+         "--pool", "speech", "--epochs", "1", "--views", "1", "--window", "1",
+         "--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c")],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "found no speech" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m" / "head.safetensors").exists()

@@ -1,0 +1,129 @@
+"""Fit the pooled head's speech gate: which encoder frames are speech, learned from Silero VAD.
+
+The pooled head averages over every frame of its window. A background under the pauses moves
+those averages even where the speech itself is untouched, so ``ser-train neural --pool speech``
+pools over the speech frames only. Which frames are speech is a linear rule on the frozen
+encoder's states, fitted here against Silero VAD's frame decisions on training crops, half of
+them with a room background added (so noise alone is learned as not speech). The rule then
+lives in the head (:class:`ser.training.heads.SpeechGate`): the exported graph still takes the
+waveform alone, and ``windows`` and ``vad`` scoring both get it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ser.audio import load_audio
+from ser.corpus import Clip
+from ser.errors import CorpusError
+from ser.training.augment import random_crop, room_background
+from ser.training.backbones import SpeechEncoder
+from ser.training.devices import encoder_arithmetic
+from ser.training.heads import valid_frames
+from ser.training.progress import Stage
+from ser.vad import FRAME, SileroVad
+
+VAD_THRESHOLD = 0.5
+"""Silero's own threshold, as ``--vad-threshold``'s default."""
+FRAMES_PER_WINDOW = 24
+"""Frames drawn from each window: enough for a linear rule, few enough to fit in seconds."""
+
+
+@dataclass(frozen=True)
+class FittedGate:
+    """``score = sum(states * weight) + bias`` over ``[layers, hidden]``; speech where > 0."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    report: dict
+
+
+def speech_marks(signal: np.ndarray, vad: SileroVad) -> np.ndarray:
+    """Per sample: 1 where Silero's probability for its 32 ms frame reaches the threshold."""
+    probs = vad.probabilities(signal)
+    marks = np.repeat((probs >= VAD_THRESHOLD).astype(np.float32), FRAME)[: signal.size]
+    return np.pad(marks, (0, signal.size - marks.size))
+
+
+def frame_marks(marks: torch.Tensor, samples_per_frame: int, frames: int) -> torch.Tensor:
+    """``[batch, frames]``: True where at least half of an encoder frame's samples are speech."""
+    share = torch.nn.functional.avg_pool1d(
+        marks[:, None, :], kernel_size=samples_per_frame, stride=samples_per_frame, ceil_mode=True
+    )
+    return share[:, 0, :frames] >= 0.5
+
+
+def fit_speech_gate(
+    backbone: SpeechEncoder,
+    clips: Sequence[Clip],
+    window: int,
+    *,
+    seed: int = 0,
+    windows: int = 256,
+    device: torch.device | None = None,
+    precision: str = "fp32",
+    batch_size: int = 16,
+) -> FittedGate:
+    """Encode ``windows`` random training crops (half in a room background), mark each frame
+    with the VAD, and fit a logistic regression from the states to the marks.
+
+    Raises:
+        CorpusError: when the VAD finds no speech, or nothing but speech, in the crops.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    device = device or torch.device("cpu")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(clips), size=min(windows, len(clips)), replace=False)
+    vad = SileroVad()
+    features, targets = [], []
+    detail = "training crops, half in a room background, marked by Silero VAD"
+    with Stage("fitting the speech gate", int(chosen.size), "window", detail=detail) as bar:
+        for first in range(0, chosen.size, batch_size):
+            crops = []
+            for index in chosen[first : first + batch_size]:
+                crop = random_crop(load_audio(clips[int(index)].path), window, rng)
+                if rng.random() < 0.5:
+                    crop = crop + room_background(crop, rng, (5.0, 35.0))
+                crops.append(crop.astype(np.float32))
+            audio = torch.from_numpy(np.stack(crops))
+            marks = torch.from_numpy(np.stack([speech_marks(crop, vad) for crop in crops]))
+            with torch.inference_mode(), encoder_arithmetic(device, precision):
+                states = backbone(audio.to(device)).float().cpu()
+            frames = states.shape[2]
+            valid = valid_frames(audio, backbone.samples_per_frame, frames)
+            speech = frame_marks(marks, backbone.samples_per_frame, frames)
+            flat = states.transpose(1, 2).flatten(2)  # [batch, frames, layers x hidden]
+            for row in range(flat.shape[0]):
+                picks = np.flatnonzero(valid[row].numpy())
+                picks = rng.choice(picks, min(FRAMES_PER_WINDOW, picks.size), replace=False)
+                features.append(flat[row, picks].numpy())
+                targets.append(speech[row, picks].numpy())
+            bar.update(len(crops))
+    x, y = np.concatenate(features), np.concatenate(targets)
+    if y.all() or not y.any():
+        raise CorpusError(
+            "--pool speech: Silero VAD found "
+            + ("only speech" if y.all() else "no speech")
+            + f" in {chosen.size} training crops, so there is nothing to learn the gate from"
+        )
+    gate = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000)).fit(x, y)
+    scaler, logistic = gate[0], gate[1]
+    weight = logistic.coef_[0] / scaler.scale_
+    bias = logistic.intercept_[0] - float((scaler.mean_ * weight).sum())
+    shape = (backbone.num_layers, backbone.hidden_size)
+    report = {
+        "windows": int(chosen.size),
+        "frames": int(y.size),
+        "speech_share": round(float(y.mean()), 4),
+        "frame_accuracy": round(float(gate.score(x, y)), 4),
+    }
+    return FittedGate(
+        torch.from_numpy(weight.reshape(shape)).float(), torch.tensor([bias]).float(), report
+    )
