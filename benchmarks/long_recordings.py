@@ -43,7 +43,7 @@ from ser.corpus import read_ravdess, select
 from ser.models import DEFAULT_MODEL
 from ser.vad import SileroVad
 
-from common import RAVDESS_16K, describe_machine
+from common import RAVDESS_16K, WHISPER_TINY, describe_machine
 
 RATE = 16_000
 
@@ -229,14 +229,20 @@ def clip_accuracy_in_background(recordings: list[Recording], folder: Path, model
     return float(np.mean(hits))
 
 
-def recording_options(split: str) -> Callable[[Callable], Callable]:
-    """The options every long-recording benchmark takes: corpus, split, recordings and model."""
+def recording_options(split: str, *, probe: bool = False) -> Callable[[Callable], Callable]:
+    """The options every long-recording benchmark takes: corpus, split, recordings and model
+    (``probe``: the frozen encoder the linear probes run on, ``--backbone``, instead)."""
+    last = (
+        click.option("--backbone", default=str(WHISPER_TINY), show_default=True)
+        if probe
+        else click.option("--model", default=DEFAULT_MODEL, show_default=True)
+    )
     options = [
         click.option("--data", type=click.Path(exists=True, path_type=Path), default=RAVDESS_16K),
         click.option("--split", type=click.Choice(["test", "validation"]), default=split),
         click.option("--files", default=24, show_default=True),
         click.option("--seed", default=0, show_default=True),
-        click.option("--model", default=DEFAULT_MODEL, show_default=True),
+        last,
     ]
 
     def decorate(command: Callable) -> Callable:

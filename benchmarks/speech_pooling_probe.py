@@ -22,11 +22,11 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from long_recordings import RATE, background, build
+from long_recordings import RATE, background, build, recording_options
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from vad_inputs import neighbour_bounds, region_input, vad_spans
+from vad_inputs import neighbour_bounds, region_input, region_labels_accuracy, vad_spans
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ser.audio import center_window, load_audio
@@ -36,7 +36,7 @@ from ser.training.backbones import load_backbone
 from ser.training.heads import valid_frames
 from ser.vad import SileroVad
 
-from common import RAVDESS_16K, WHISPER_TINY, describe_machine
+from common import describe_machine
 
 WINDOW = 4 * RATE
 POOLINGS = ("all", "speech", "gate")
@@ -112,11 +112,7 @@ def marks_of(signal: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
 
 
 @click.command()
-@click.option("--data", type=click.Path(exists=True, path_type=Path), default=RAVDESS_16K)
-@click.option("--backbone", default=str(WHISPER_TINY), show_default=True)
-@click.option("--split", type=click.Choice(["test", "validation"]), default="validation")
-@click.option("--files", default=24, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@recording_options(split="validation", probe=True)
 def main(data: Path, backbone: str, split: str, files: int, seed: int) -> None:
     torch.manual_seed(0)
     started = time.perf_counter()
@@ -175,18 +171,8 @@ def main(data: Path, backbone: str, split: str, files: int, seed: int) -> None:
     print("|---|---|---|---|---|")
     for name, probe in probes.items():
         cells = [f"{(probe.predict(c[name]) == y_eval).mean():.3f}" for c in columns.values()]
-        predicted = probe.predict(np.stack(regions[name]))
-        correct = truths = position = 0
-        for recording, spans in zip(recordings, owners, strict=True):
-            mine = predicted[position : position + len(spans)]
-            position += len(spans)
-            for start, end, label, _ in recording.utterances:
-                truths += 1
-                s, e = round(start * RATE), round(end * RATE)
-                cover = [max(0, min(e, fe) - max(s, fs)) for fs, fe in spans]
-                if cover and max(cover) > 0:
-                    correct += labels[int(mine[int(np.argmax(cover))])] == label
-        cells.append(f"{correct / truths:.3f}")
+        predicted = [labels[int(k)] for k in probe.predict(np.stack(regions[name]))]
+        cells.append(f"{region_labels_accuracy(recordings, owners, predicted):.3f}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     print(f"{encoder.windows} windows encoded, {time.perf_counter() - started:.0f} s")
 

@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -158,6 +159,24 @@ def evaluate(
                 mean = (np.array(probs) * weights[:, None]).sum(axis=0) / weights.sum()
                 single_right += labels[int(np.argmax(mean))] == recording.utterances[0][2]
     return correct / max(truths, 1), single_right / max(single, 1), single
+
+
+def region_labels_accuracy(
+    recordings: list[Recording], spans: list[list[tuple[int, int]]], predicted: Sequence[str]
+) -> float:
+    """Utterance accuracy of labels given region by region, in recording order: each true
+    utterance takes the label of the region that overlaps it most (none: wrong)."""
+    correct = truths = position = 0
+    for recording, found in zip(recordings, spans, strict=True):
+        mine = predicted[position : position + len(found)]
+        position += len(found)
+        for start, end, label, _ in recording.utterances:
+            truths += 1
+            s, e = round(start * RATE), round(end * RATE)
+            cover = [max(0, min(e, fe) - max(s, fs)) for fs, fe in found]
+            if cover and max(cover) > 0:
+                correct += mine[int(np.argmax(cover))] == label
+    return correct / max(truths, 1)
 
 
 def vad_spans(
