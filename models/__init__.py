@@ -14,6 +14,7 @@ from pathlib import Path
 SHIPPED = {
     "whisper-pooled": "whisper-pooled.onnx",
     "whisper-pooled-rooms": "whisper-pooled-rooms.onnx",
+    "whisper-gated-rooms": "whisper-gated-rooms.onnx",
     "forest": "forest.onnx",
 }
 CUDA_VARIANTS: dict[str, str] = {}  # whisper-pooled itself is float32 now: it suits CUDA

@@ -71,7 +71,9 @@ def test_discovery_is_sorted_recursive_and_reports_missing(tmp_path):
     assert (gone.path, gone.reason) == (tmp_path / "gone.wav", "no such file or directory")
 
 
-@pytest.mark.parametrize("model", ["forest", "whisper-pooled", "whisper-pooled-rooms"])
+@pytest.mark.parametrize(
+    "model", ["forest", "whisper-pooled", "whisper-pooled-rooms", "whisper-gated-rooms"]
+)
 def test_shipped_models_score_to_stdout(tmp_path, model):
     sf.write(tmp_path / "a.wav", voiced(180, 1.5), 16_000)
     args = ["score", str(tmp_path / "a.wav"), "-o", "-", "--model", model]
