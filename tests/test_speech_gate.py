@@ -3,6 +3,7 @@
 import csv
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -19,7 +20,7 @@ from ser.training.heads import PooledHead, build_head
 from ser.training.neural import NeuralConfig, train_neural
 from ser.training.speech_gate import fit_speech_gate
 
-from synth import bursts
+from synth import RAVDESS_16K, bursts, needs_ravdess
 
 RATE = 16_000
 QUICK = NeuralConfig(window_s=2.0, views=1, epochs=2, augment=False, pool="speech")
@@ -139,3 +140,36 @@ def test_a_corpus_without_speech_cannot_fit_a_gate(synthetic_manifest, tiny_whis
     assert result.exit_code != 0
     assert "found no speech" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m" / "head.safetensors").exists()
+
+
+@needs_ravdess
+def test_the_shipped_gated_model_moves_less_with_a_background_in_the_pauses():
+    """Room tone (brown noise and hum, about -38 dBFS) added before and after each clip's
+    speech only: the shipped gated model's probabilities move half as much as those of the
+    same recipe pooling over every frame (measured: mean L1 0.10 against 0.22 on these 40
+    validation clips). Not zero: the encoder's attention carries the pauses into the speech."""
+    from scipy.signal import lfilter
+
+    from ser.audio import center_window, load_audio
+    from ser.batch.session import ScoringModel
+    from ser.corpus import read_ravdess
+    from ser.training.speech_gate import speech_marks
+    from ser.vad import SileroVad
+
+    clips = select(read_ravdess(RAVDESS_16K), "validation")[:40]
+    vad, rng = SileroVad(), np.random.default_rng(0)
+    clean, noisy = [], []
+    for clip in clips:
+        signal = load_audio(clip.path)
+        speech = np.flatnonzero(speech_marks(signal, vad))
+        tone = lfilter([1.0], [1.0, -0.98], rng.standard_normal(signal.size)) * 0.0024
+        tone += 0.006 * np.sin(2 * np.pi * 50 * np.arange(signal.size) / RATE)
+        tone[max(speech[0] - 4000, 0) : speech[-1] + 4000] = 0  # the speech and 0.25 s kept
+        clean.append(center_window(signal, 64_000))
+        noisy.append(center_window(signal + tone.astype(np.float32), 64_000))
+    shifts = {}
+    for name in ("whisper-pooled-rooms", "whisper-gated-rooms"):
+        model = ScoringModel(name)
+        moved = model.predict(np.stack(clean)) - model.predict(np.stack(noisy))
+        shifts[name] = float(np.abs(moved).sum(axis=1).mean())
+    assert shifts["whisper-gated-rooms"] < 0.6 * shifts["whisper-pooled-rooms"], shifts
