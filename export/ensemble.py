@@ -360,6 +360,9 @@ def _metadata(
     heads = sorted({meta.extra.get("head", "") for meta in metas} - {""})
     if len(heads) > 1:
         extra["head"] = ",".join(heads)
+    pools = sorted({str(meta.extra_json("pool") or "all") for meta in metas})
+    if len(pools) > 1:  # some members pool over speech only, some over every frame
+        extra["pool"] = ",".join(pools)
     dynamic = all(meta.dynamic_length for meta in metas)
     return replace(metas[0], extra=extra, dynamic_length=dynamic)
 

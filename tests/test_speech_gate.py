@@ -4,21 +4,27 @@ import csv
 from dataclasses import replace
 
 import numpy as np
+import onnx
 import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
 
+from ser.audio import center_window, load_audio
 from ser.corpus import load_corpus, select
-from ser.errors import CorpusError
+from ser.errors import CorpusError, ModelError
+from ser.export.ensemble import export_ensemble
 from ser.export.neural import export_neural
+from ser.export.onnx_io import read_metadata
+from ser.export.speaker import export_speaker
 from ser.labels import LABELS
 from ser.training.backbones import load_backbone
 from ser.training.checkpoint import load_checkpoint
 from ser.training.cli import main as train_main
-from ser.training.heads import PooledHead, build_head
+from ser.training.heads import PooledHead, SpeechGate, build_head, valid_frames
 from ser.training.neural import NeuralConfig, train_neural
-from ser.training.speech_gate import fit_speech_gate
+from ser.training.speech_gate import fit_speech_gate, frame_marks, speech_marks
+from ser.vad import SileroVad
 
 from synth import RAVDESS_16K, bursts, needs_ravdess
 
@@ -88,15 +94,32 @@ def test_a_window_with_no_speech_pools_over_its_valid_frames():
 
 
 def test_the_gate_learns_the_vads_frames_from_the_encoder(speech_manifest, tiny_whisper):
-    clips = select(load_corpus(speech_manifest), "train")
+    """The fitted buffers, run as the head runs them, mark unseen clips' frames as the VAD does."""
+    corpus = load_corpus(speech_manifest)
     backbone = load_backbone(str(tiny_whisper))
-    gate = fit_speech_gate(backbone, clips, 2 * RATE, windows=24)
+    gate = fit_speech_gate(backbone, select(corpus, "train"), 2 * RATE, windows=24)
     report = gate.report
     assert report["windows"] == 24 and report["frames"] == 24 * 24
     share = report["speech_share"]
     assert 0.2 < share < 0.8
     assert report["frame_accuracy"] >= max(share, 1 - share) + 0.2  # far above the majority
     assert gate.weight.shape == (backbone.num_layers, backbone.hidden_size)
+
+    unseen = [c for c in corpus if c.split != "train"]
+    audio = np.stack([center_window(load_audio(c.path), 2 * RATE) for c in unseen])
+    vad = SileroVad()
+    marks = torch.from_numpy(np.stack([speech_marks(row, vad) for row in audio]))
+    with torch.inference_mode():
+        states = backbone(torch.from_numpy(audio))
+        valid = valid_frames(torch.from_numpy(audio), backbone.samples_per_frame, states.shape[2])
+        truth = frame_marks(marks, backbone.samples_per_frame, states.shape[2])[valid]
+        module = SpeechGate(backbone.num_layers, backbone.hidden_size)
+        module.weight.copy_(gate.weight)
+        module.bias.copy_(gate.bias)
+        found = module(states, valid)[valid]
+    agreement = float((found == truth).float().mean())
+    truth_share = float(truth.float().mean())
+    assert agreement >= max(truth_share, 1 - truth_share) + 0.2, agreement
 
 
 def test_a_model_trained_with_pool_speech_exports_with_its_gate(
@@ -115,6 +138,17 @@ def test_a_model_trained_with_pool_speech_exports_with_its_gate(
     exported = export_neural(tmp_path / "run", tmp_path / "gated.onnx", parity_clips=clips[:8])
     assert exported.parity.ok and exported.invariance.ok
     assert exported.metadata.extra_json("pool") == "speech"
+
+    plain = replace(QUICK, backbone=str(tiny_whisper), pool="all", normalize="speaker",
+                    speaker_bottleneck=4)  # fmt: skip
+    train_neural(clips, tmp_path / "plain", tmp_path / "cache", plain)
+    export_neural(tmp_path / "plain", tmp_path / "plain.onnx")
+    export_ensemble([tmp_path / "plain.onnx", tmp_path / "gated.onnx"], tmp_path / "e.onnx")
+    mixed = read_metadata(onnx.load(tmp_path / "e.onnx"))
+    assert mixed.extra_json("pool") == "all,speech"  # not the first member's alone
+    with pytest.raises(ModelError, match="pool over speech frames only"):
+        export_speaker(tmp_path / "gated.onnx", tmp_path / "plain", tmp_path / "speaker.onnx")
+    assert not (tmp_path / "speaker.onnx").exists()
 
 
 def test_pool_speech_is_refused_where_it_cannot_be_built(speech_manifest, tmp_path, tiny_whisper):
@@ -140,6 +174,7 @@ def test_a_corpus_without_speech_cannot_fit_a_gate(synthetic_manifest, tiny_whis
     assert result.exit_code != 0
     assert "found no speech" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m" / "head.safetensors").exists()
+    assert not (tmp_path / "c").exists()  # refused before any encoding
 
 
 @needs_ravdess

@@ -3,7 +3,8 @@
 - ``reference``: the reference study's head. The frames of a fixed window are the *channels* of a
   pointwise ``Conv1d(frames, 256, 1)``, so it only works for that window length.
 - ``pooled``: length-agnostic. Pointwise convolutions per frame, then mean and standard
-  deviation over the valid frames (padding excluded), then a small MLP.
+  deviation over the valid frames (padding excluded), then a small MLP. With a
+  :class:`SpeechGate` (``--pool speech``) it pools over the valid frames the gate calls speech.
 
 Both start by standardising the states with training statistics, then mix the layers: the last
 layer alone, or a learned softmax-weighted sum of all layers (Pepino et al. 2021). Several heads

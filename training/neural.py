@@ -172,6 +172,7 @@ class EncodedCorpus:
     precision: PrecisionChoice
     workers: int
     clips: tuple[Clip, ...] = ()
+    gate: FittedGate | None = None  # fitted before encoding with --pool speech
 
     @property
     def validation(self) -> EncodedClips:
@@ -190,7 +191,9 @@ class EncodedCorpus:
         if not parts:
             raise CorpusError(f"no corpus named {', '.join(names)}")
         clips = tuple(clip for clip in self.clips if clip.corpus in names)
-        return replace(self, parts=parts, clips=clips, manifest_hash=manifest_hash(clips))
+        return replace(  # a speech gate is fitted again, on these corpora's clips alone
+            self, parts=parts, clips=clips, manifest_hash=manifest_hash(clips), gate=None
+        )
 
 
 PROBE_CLIPS = 16
@@ -225,6 +228,12 @@ def encode_corpus(
     workers = config.workers or (min(8, os.cpu_count() or 1) if device.type == "cuda" else 1)
     started = time.perf_counter()
     precision = _choose_precision(backbone, select(clips, "validation"), window, device, config)
+    gate = None
+    if config.pool == "speech":  # before encoding: a corpus without speech fails in seconds
+        gate = fit_speech_gate(
+            backbone, select(clips, "train"), window, seed=config.view_seed, device=device,
+            precision=precision.precision, batch_size=ENCODER_BATCH[device.type],
+        )  # fmt: skip
     cache = ArrayCache(cache_dir, "encoder-states")
     shared = dict(
         backbone=backbone, cache=cache, window=window, labels=LABELS, device=device,
@@ -257,7 +266,7 @@ def encode_corpus(
     elapsed = time.perf_counter() - started
     return EncodedCorpus(
         backbone, window, tuple(parts), manifest_hash(clips), elapsed, device, precision, workers,
-        tuple(clips),
+        tuple(clips), gate,
     )  # fmt: skip
 
 
@@ -320,7 +329,9 @@ def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> Ne
     corpus = _states_on(corpus, device)
     if config.normalize == "speaker":  # fail before any training on a corpus without speakers
         speakers = _speakers_by_split(corpus)
-    gate = _fit_gate(corpus, config) if config.pool == "speech" else None
+    gate = None
+    if config.pool == "speech":
+        gate = corpus.gate if corpus.gate is not None else _fit_gate(corpus, config)
     trained = _train_heads(corpus, config, frames, gate=gate)
     history = trained.histories[0]
     metrics, temperature = _evaluate(trained, corpus, config)
@@ -403,7 +414,8 @@ def _train_heads(
             head.gate.bias.copy_(gate.bias)
         recording = getattr(head, "recording", None)
         with torch.no_grad():
-            sample = recording(fit_states, fit_valid) if recording is not None else fit_states
+            valid = head.gate(fit_states, fit_valid) if gate is not None else fit_valid
+            sample = recording(fit_states, valid) if recording is not None else fit_states
         head.standardize.fit(sample)
         head, history, epoch_s, best = _fit(
             head.to(corpus.device), corpus, replace(config, seed=seed)

@@ -98,7 +98,7 @@ def fit_speech_gate(
 ) -> FittedGate:
     """Encode ``windows`` random training crops (half in a room background), mark each frame
     with the VAD, and fit a logistic regression from the states to the marks. The report's
-    ``frame_accuracy`` is measured on the last fifth of the frames, left out of a first fit.
+    ``frame_accuracy`` is measured on a random fifth of the frames, left out of a first fit.
 
     Raises:
         CorpusError: when the VAD finds no speech, or nothing but speech, in the crops.
@@ -136,8 +136,15 @@ def fit_speech_gate(
     def regression():
         return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
 
-    held = max(1, y.size // 5)  # the frames of the last windows drawn
-    held_out = float(regression().fit(x[:-held], y[:-held]).score(x[-held:], y[-held:]))
+    order = rng.permutation(y.size)
+    fit_part, held_part = order[y.size // 5 :], order[: y.size // 5]
+    if np.unique(y[fit_part]).size < 2 or held_part.size == 0:
+        raise CorpusError(
+            f"--pool speech: too few {'non-speech' if y.mean() > 0.5 else 'speech'} frames "
+            f"({int(min(y.sum(), y.size - y.sum()))} of {y.size}) in {chosen.size} training "
+            "crops to fit and check the gate"
+        )
+    held_out = float(regression().fit(x[fit_part], y[fit_part]).score(x[held_part], y[held_part]))
     gate = regression().fit(x, y)
     scaler, logistic = gate[0], gate[1]
     weight = logistic.coef_[0] / scaler.scale_
@@ -147,8 +154,8 @@ def fit_speech_gate(
         "windows": int(chosen.size),
         "frames": int(y.size),
         "speech_share": round(float(y.mean()), 4),
-        "frame_accuracy": round(held_out, 4),  # frames left out of a first fit
-        "held_out_frames": int(held),
+        "frame_accuracy": round(held_out, 4),  # on frames left out of a first fit
+        "held_out_frames": int(held_part.size),
     }
     return FittedGate(
         torch.from_numpy(weight.reshape(shape)).float(), torch.tensor([bias]).float(), report
