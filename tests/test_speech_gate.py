@@ -22,7 +22,7 @@ from ser.training.backbones import load_backbone
 from ser.training.checkpoint import load_checkpoint
 from ser.training.cli import main as train_main
 from ser.training.heads import PooledHead, SpeechGate, build_head, valid_frames
-from ser.training.neural import NeuralConfig, train_neural
+from ser.training.neural import NeuralConfig, encode_corpus, train_head, train_neural
 from ser.training.speech_gate import fit_speech_gate, frame_marks, speech_marks
 from ser.vad import SileroVad
 
@@ -208,3 +208,18 @@ def test_the_shipped_gated_model_moves_less_with_a_background_in_the_pauses():
         moved = model.predict(np.stack(clean)) - model.predict(np.stack(noisy))
         shifts[name] = float(np.abs(moved).sum(axis=1).mean())
     assert shifts["whisper-gated-rooms"] < 0.6 * shifts["whisper-pooled-rooms"], shifts
+
+
+def test_a_corpus_encoded_without_the_gate_gets_one_when_its_heads_want_it(
+    speech_manifest, tiny_whisper, tmp_path
+):
+    """States encoded under --pool all (or a subset of corpora) serve --pool speech heads: the
+    gate is fitted when the heads are trained, from the same training clips and seed."""
+    clips = load_corpus(speech_manifest)
+    config = replace(QUICK, backbone=str(tiny_whisper), epochs=1)
+    encoded = encode_corpus(clips, tmp_path / "cache", replace(config, pool="all"))
+    assert encoded.gate is None
+    run = train_head(encoded, tmp_path / "run", config)
+    early = encode_corpus(clips, tmp_path / "cache", config).gate
+    assert run.metrics["speech_gate"] == early.report
+    assert torch.equal(load_checkpoint(tmp_path / "run").head.gate.weight, early.weight)

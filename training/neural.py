@@ -230,10 +230,7 @@ def encode_corpus(
     precision = _choose_precision(backbone, select(clips, "validation"), window, device, config)
     gate = None
     if config.pool == "speech":  # before encoding: a corpus without speech fails in seconds
-        gate = fit_speech_gate(
-            backbone, select(clips, "train"), window, seed=config.view_seed, device=device,
-            precision=precision.precision, batch_size=ENCODER_BATCH[device.type],
-        )  # fmt: skip
+        gate = _fit_gate(backbone, clips, window, config, device, precision.precision)
     cache = ArrayCache(cache_dir, "encoder-states")
     shared = dict(
         backbone=backbone, cache=cache, window=window, labels=LABELS, device=device,
@@ -331,7 +328,10 @@ def train_head(corpus: EncodedCorpus, out_dir: Path, config: NeuralConfig) -> Ne
         speakers = _speakers_by_split(corpus)
     gate = None
     if config.pool == "speech":
-        gate = corpus.gate if corpus.gate is not None else _fit_gate(corpus, config)
+        gate = corpus.gate or _fit_gate(
+            corpus.backbone, corpus.clips, corpus.window, config, device,
+            corpus.precision.precision,
+        )  # fmt: skip
     trained = _train_heads(corpus, config, frames, gate=gate)
     history = trained.histories[0]
     metrics, temperature = _evaluate(trained, corpus, config)
@@ -380,12 +380,14 @@ class TrainedHeads:
     best_epochs: list[int]
 
 
-def _fit_gate(corpus: EncodedCorpus, config: NeuralConfig) -> FittedGate:
+def _fit_gate(
+    backbone: SpeechEncoder, clips: Sequence[Clip], window: int, config: NeuralConfig,
+    device: torch.device, precision: str,
+) -> FittedGate:  # fmt: skip
     """The speech gate every head of this run shares, fitted on training crops of all corpora."""
     return fit_speech_gate(
-        corpus.backbone, select(corpus.clips, "train"), corpus.window, seed=config.view_seed,
-        device=corpus.device, precision=corpus.precision.precision,
-        batch_size=ENCODER_BATCH[corpus.device.type],
+        backbone, select(clips, "train"), window, seed=config.view_seed, device=device,
+        precision=precision, batch_size=ENCODER_BATCH[device.type],
     )  # fmt: skip
 
 
