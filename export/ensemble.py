@@ -113,7 +113,16 @@ def pair_encoder_weights(model: onnx.ModelProto, reference: onnx.ModelProto) -> 
 
 
 def share_encoder(model: onnx.ModelProto, reference: onnx.ModelProto) -> int:
-    """Give ``model`` the encoder weights of ``reference`` (in place); how many differed."""
+    """Give ``model`` the encoder weights of ``reference`` (in place); how many differed.
+
+    Only weights may differ (members exported from the same encoder differ where one was
+    int8-rounded). A scalar that differs is a setting of the frontend, such as the log-mel
+    floor an optimised graph holds as an initializer: sharing would silently give ``model``
+    another frontend than it was trained with, so it is refused.
+
+    Raises:
+        ModelError: for encoders of other structure, shapes or types, or differing scalars.
+    """
     own = {init.name: init for init in model.graph.initializer}
     theirs = {init.name: init for init in reference.graph.initializer}
     changed = 0
@@ -122,6 +131,11 @@ def share_encoder(model: onnx.ModelProto, reference: onnx.ModelProto) -> int:
         if mine.shape != value.shape or mine.dtype != value.dtype:
             raise ModelError(f"encoder weight {name}: {mine.shape} {mine.dtype} against "
                              f"{value.shape} {value.dtype}")  # fmt: skip
+        if mine.size == 1 and not np.array_equal(mine, value):
+            raise ModelError(
+                f"encoder constant {name} differs ({mine.item():g} against {value.item():g}): "
+                "the members' encoders were not built with the same settings"
+            )
         if not np.array_equal(mine, value):
             own[name].CopyFrom(numpy_helper.from_array(value, name))
             changed += 1

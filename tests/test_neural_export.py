@@ -15,7 +15,7 @@ from ser.batch.cli import main as batch_main
 from ser.corpus import load_corpus, select
 from ser.errors import ModelError
 from ser.export.cli import main as export_main
-from ser.export.ensemble import export_ensemble
+from ser.export.ensemble import export_ensemble, share_encoder
 from ser.export.neural import (
     QuantizationRefused,
     build_classifier,
@@ -95,6 +95,9 @@ def test_a_narrower_whisper_range_is_trained_exported_and_recorded(
     export_neural(checkpoints["whisper", "pooled"], tmp_path / "wide.onnx", optimize=True)
     with pytest.raises(ModelError, match=r"dynamic ranges differ \(40 dB, 80 dB\)"):
         export_ensemble([tmp_path / "narrow.onnx", tmp_path / "wide.onnx"], tmp_path / "e.onnx")
+    graphs = [onnx.load(tmp_path / name) for name in ("narrow.onnx", "wide.onnx")]
+    with pytest.raises(ModelError, match=r"encoder constant .* differs"):  # metadata aside
+        share_encoder(*graphs)
     with pytest.raises(ModelError, match=r"range 80 dB.*40 dB"):
         export_speaker(tmp_path / "wide.onnx", tmp_path / "narrow", tmp_path / "bad.onnx")
     assert not (tmp_path / "e.onnx").exists() and not (tmp_path / "bad.onnx").exists()
