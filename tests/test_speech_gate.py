@@ -223,3 +223,24 @@ def test_a_corpus_encoded_without_the_gate_gets_one_when_its_heads_want_it(
     early = encode_corpus(clips, tmp_path / "cache", config).gate
     assert run.metrics["speech_gate"] == early.report
     assert torch.equal(load_checkpoint(tmp_path / "run").head.gate.weight, early.weight)
+
+
+def test_the_shipped_gated_model_scores_recordings_utterance_by_utterance(tmp_path):
+    """The recordings model with the mode it is made for: speech regions scored, silence not."""
+    from ser.batch.cli import main as batch_main
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    spans = [(1.0, 3.0), (5.0, 6.5), (9.0, 11.5)]
+    sf.write(audio / "talk.wav", bursts(spans, 13.0, seed=0), RATE)
+    sf.write(audio / "zeros.wav", np.zeros(3 * RATE, np.float32), RATE)
+    args = ["score", str(audio), "-o", str(tmp_path / "r.csv"), "--model", "whisper-gated-rooms",
+            "--segmentation", "vad", "--segments", str(tmp_path / "s.csv")]  # fmt: skip
+    result = CliRunner().invoke(batch_main, args)
+    assert result.exit_code == 0, result.output
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader((tmp_path / "r.csv").open())}
+    assert rows["zeros.wav"]["status"] == "no_speech"
+    assert rows["talk.wav"]["status"] == "ok" and rows["talk.wav"]["label"] in LABELS
+    assert rows["talk.wav"]["model"] == "whisper-gated-rooms"
+    utterances = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert len(utterances) == 3 and all(row["label"] in LABELS for row in utterances)
