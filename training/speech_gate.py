@@ -20,7 +20,7 @@ import torch
 from ser.audio import load_audio
 from ser.corpus import Clip
 from ser.errors import CorpusError
-from ser.training.augment import random_crop, room_background
+from ser.training.augment import Augmentation, random_crop, room_background
 from ser.training.backbones import SpeechEncoder
 from ser.training.devices import encoder_arithmetic
 from ser.training.heads import valid_frames
@@ -61,7 +61,7 @@ def _crop(clip: Clip, window: int, rng: np.random.Generator) -> np.ndarray:
     """A random training crop, in a room background half of the time."""
     crop = random_crop(load_audio(clip.path), window, rng)
     if rng.random() < 0.5:
-        crop = crop + room_background(crop, rng, (5.0, 35.0))
+        crop = crop + room_background(crop, rng, Augmentation.background_snr_db)
     return crop.astype(np.float32)
 
 
