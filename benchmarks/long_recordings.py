@@ -259,7 +259,9 @@ def recording_options(split: str, *, probe: bool = False) -> Callable[[Callable]
     "--extra-single", default=0, show_default=True,
     help="More single-emotion files after the --files mix, for file-level accuracy.",
 )  # fmt: skip
+@click.option("--vad-threshold", default=None, type=float, help="Passed to the vad run.")
 @click.option("--vad-min-silence", default=None, type=float, help="Passed to the vad run.")
+@click.option("--vad-pad", default=None, type=float, help="Passed to the vad run.")
 @click.option("--vad-context", default=None, type=float, help="Passed to the vad run.")
 @click.option(
     "--speaker-mode", is_flag=True,
@@ -267,7 +269,7 @@ def recording_options(split: str, *, probe: bool = False) -> Callable[[Callable]
 )  # fmt: skip
 def main(
     data: Path, split: str, files: int, seed: int, model: str, extra_single: int,
-    vad_min_silence: float | None, vad_context: float | None, speaker_mode: bool,
+    speaker_mode: bool, **vad_settings: float | None,
 ) -> None:  # fmt: skip
     clips = select(read_ravdess(data), split)
     with tempfile.TemporaryDirectory(prefix="ser-long-") as tmp:
@@ -307,10 +309,9 @@ def main(
                 rttm = Path(tmp) / "actors.rttm"
                 rttm.write_text(truth_rttm(recordings))
                 extra += ["--speakers", str(rttm)]
-            if mode == "vad" and vad_min_silence is not None:
-                extra += ["--vad-min-silence", str(vad_min_silence)]
-            if mode == "vad" and vad_context is not None:
-                extra += ["--vad-context", str(vad_context)]
+            for name, value in vad_settings.items():  # --vad-threshold and the like
+                if mode == "vad" and value is not None:
+                    extra += ["--" + name.replace("_", "-"), str(value)]
             out = Path(tmp) / mode.replace("+", "-")
             wall, report, segments = score([str(folder)], out, model, *extra)
             m = evaluate(recordings, report, segments)
