@@ -150,6 +150,22 @@ def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def claim_match(span: tuple[float, float], regions: list, used: set[int]) -> bool:
+    """Whether a region not ``used`` yet overlaps ``span`` at IoU >= 0.5 (one region to one
+    utterance); the best such region is added to ``used``."""
+    overlaps = [iou(span, (region[0], region[1])) for region in regions]
+    best = [i for i in np.argsort(overlaps)[::-1] if i not in used and overlaps[i] >= 0.5]
+    if best:
+        used.add(int(best[0]))
+    return bool(best)
+
+
+def most_covering(span: tuple[float, float], regions: list) -> int | None:
+    """The index of the region that covers most of ``span`` (None: no region touches it)."""
+    cover = [max(0, min(span[1], region[1]) - max(span[0], region[0])) for region in regions]
+    return int(np.argmax(cover)) if cover and max(cover) > 0 else None
+
+
 def evaluate(recordings: list[Recording], report: Path, segments: Path) -> dict[str, float]:
     rows = {Path(row["path"]).name: row for row in csv.DictReader(report.open())}
     spans: dict[str, list[tuple[float, float, str]]] = {}
@@ -165,14 +181,10 @@ def evaluate(recordings: list[Recording], report: Path, segments: Path) -> dict[
         truths += len(recording.utterances)
         used: set[int] = set()
         for start, end, label, _ in recording.utterances:
-            overlaps = [iou((start, end), (s, e)) for s, e, _ in found]
-            best = [i for i in np.argsort(overlaps)[::-1] if i not in used and overlaps[i] >= 0.5]
-            if best:
-                matched += 1
-                used.add(int(best[0]))
-            cover = [max(0.0, min(end, e) - max(start, s)) for s, e, _ in found]
-            if cover and max(cover) > 0:
-                correct += found[int(np.argmax(cover))][2] == label
+            matched += claim_match((start, end), found, used)
+            owner = most_covering((start, end), found)
+            if owner is not None:
+                correct += found[owner][2] == label
         row = rows[recording.name]
         no_speech += row["status"] == "no_speech"
         if recording.kind == "single":

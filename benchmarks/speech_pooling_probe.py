@@ -26,28 +26,19 @@ from long_recordings import RATE, background, build, recording_options
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from trim_probe import pooled, probe_splits
 from vad_inputs import neighbour_bounds, region_input, region_labels_accuracy, vad_spans
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ser.audio import center_window, load_audio
-from ser.corpus import read_ravdess, select
 from ser.training.augment import room_background
 from ser.training.backbones import load_backbone
 from ser.training.heads import valid_frames
+from ser.training.speech_gate import frame_marks, gate_regression, linear_rule
 from ser.vad import SileroVad
-
-from common import describe_machine
 
 WINDOW = 4 * RATE
 POOLINGS = ("all", "speech", "gate")
-
-
-def pooled(states: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
-    weights = weights.to(states.dtype)[:, None, :, None]
-    count = weights.sum(dim=2).clamp(min=1)
-    mean = (states * weights).sum(dim=2) / count
-    var = ((states - mean[:, :, None]) ** 2 * weights).sum(dim=2) / count
-    return torch.cat([mean, var.sqrt()], dim=2).flatten(1).numpy()
 
 
 class Encoder:
@@ -58,17 +49,14 @@ class Encoder:
         self.frames: list[tuple[np.ndarray, np.ndarray]] = []  # (states, speech) samples
 
     def fit_gate(self) -> float:
-        """A logistic regression from a frame's states to the VAD's speech mark."""
+        """The product's gate regression, from a frame's states to the VAD's speech mark."""
         x = np.concatenate([f for f, _ in self.frames])
         y = np.concatenate([m for _, m in self.frames])
-        gate = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
-        gate.fit(x, y)
-        scaler, logistic = gate[0], gate[1]
-        weight = logistic.coef_[0] / scaler.scale_
-        bias = logistic.intercept_[0] - (scaler.mean_ * weight).sum()
-        self.gate = torch.from_numpy(weight).float(), torch.tensor(float(bias))
+        fitted = gate_regression().fit(x, y)
+        weight, bias = linear_rule(fitted)
+        self.gate = torch.from_numpy(weight).float(), torch.tensor(bias)
         self.frames = []
-        return float(gate.score(x, y))
+        return float(fitted.score(x, y))
 
     def features(self, rows: list[np.ndarray], speech: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Both poolings of every hidden state; ``speech``: per-sample 0/1 beside each row."""
@@ -81,10 +69,7 @@ class Encoder:
                 states = self.model(audio)
                 frames = states.shape[2]
                 valid = valid_frames(audio, step, frames)
-                share = torch.nn.functional.avg_pool1d(
-                    marks[:, None, :], kernel_size=step, stride=step, ceil_mode=True
-                )[:, 0, :frames]
-                spoken = valid & (share >= 0.5)
+                spoken = valid & frame_marks(marks, step, frames)
                 spoken = torch.where(spoken.any(dim=1, keepdim=True), spoken, valid)
                 out["all"].append(pooled(states, valid))
                 out["speech"].append(pooled(states, spoken))
@@ -116,10 +101,8 @@ def marks_of(signal: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
 def main(data: Path, backbone: str, split: str, files: int, seed: int) -> None:
     torch.manual_seed(0)
     started = time.perf_counter()
-    corpus = read_ravdess(data)
-    train, evaluated = select(corpus, "train"), select(corpus, split)
     encoder, vad = Encoder(backbone), SileroVad()
-    print(f"data: {data} train={len(train)} {split}={len(evaluated)}; {describe_machine()}")
+    train, evaluated = probe_splits(data, split)
     rng = np.random.default_rng(seed)
 
     def clips(chosen, kind: str | None) -> dict[str, np.ndarray]:

@@ -47,6 +47,25 @@ from common import describe_machine
 WINDOW = 4 * RATE
 
 
+def pooled(states: torch.Tensor, frames: torch.Tensor) -> np.ndarray:
+    """Each hidden state's mean and standard deviation over ``frames`` (what the shipped pooled
+    head sees), per layer side by side; not speaker_probe's PooledStatistics, whose variance
+    floor and layout would move these probes' published figures."""
+    weights = frames.to(states.dtype)[:, None, :, None]
+    count = weights.sum(dim=2).clamp(min=1)
+    mean = (states * weights).sum(dim=2) / count
+    var = ((states - mean[:, :, None]) ** 2 * weights).sum(dim=2) / count
+    return torch.cat([mean, var.sqrt()], dim=2).flatten(1).numpy()
+
+
+def probe_splits(data: Path, split: str) -> tuple[list, list]:
+    """The training actors' clips and the evaluated split's, announced with the machine."""
+    corpus = read_ravdess(data)
+    train, evaluated = select(corpus, "train"), select(corpus, split)
+    print(f"data: {data} train={len(train)} {split}={len(evaluated)}; {describe_machine()}")
+    return train, evaluated
+
+
 class Encoder:
     def __init__(self, backbone: str) -> None:
         self.model = load_backbone(backbone).eval()
@@ -60,11 +79,7 @@ class Encoder:
             with torch.inference_mode():
                 states = self.model(audio)  # [batch, layers, frames, hidden]
                 mask = valid_frames(audio, self.model.samples_per_frame, states.shape[2])
-                weights = mask.to(states.dtype)[:, None, :, None]
-                count = weights.sum(dim=2)
-                mean = (states * weights).sum(dim=2) / count
-                var = ((states - mean[:, :, None]) ** 2 * weights).sum(dim=2) / count
-                out.append(torch.cat([mean, var.sqrt()], dim=2).flatten(1).numpy())
+                out.append(pooled(states, mask))
             self.windows += len(rows[first : first + 16])
         return np.concatenate(out)
 
@@ -74,10 +89,8 @@ class Encoder:
 def main(data: Path, backbone: str, split: str, files: int, seed: int) -> None:
     torch.manual_seed(0)
     started = time.perf_counter()
-    corpus = read_ravdess(data)
-    train, evaluated = select(corpus, "train"), select(corpus, split)
     encoder = Encoder(backbone)
-    print(f"data: {data} train={len(train)} {split}={len(evaluated)}; {describe_machine()}")
+    train, evaluated = probe_splits(data, split)
 
     def cut(clips, trimmed: bool) -> np.ndarray:
         signals = [load_audio(clip.path) for clip in clips]

@@ -46,6 +46,7 @@ from long_recordings import (
     Recording,
     background,
     build,
+    most_covering,
     recording_options,
     trim_to_speech,
 )
@@ -137,7 +138,7 @@ def evaluate(
     floor_db = float(floor_text) if floor_text else None
     gate_db = float(gate_text) if gate_text else None
     labels = scorer.model.labels
-    correct = truths = single = single_right = 0
+    predicted, single, single_right = [], 0, 0
     for recording in recordings:
         signal, found = signals[recording.name], spans[recording.name]
         bounds = neighbour_bounds(found, signal.size)
@@ -146,19 +147,17 @@ def evaluate(
             scorer.probs(region_input(signal, span, bound, margin, *sizes, floor_db, gate_db))
             for span, bound in zip(found, bounds, strict=True)
         ]
-        for start, end, label, _ in recording.utterances:
-            truths += 1
-            s, e = round(start * RATE), round(end * RATE)
-            cover = [max(0, min(e, fe) - max(s, fs)) for fs, fe in found]
-            if cover and max(cover) > 0:
-                correct += labels[int(np.argmax(probs[int(np.argmax(cover))]))] == label
+        predicted += [labels[int(np.argmax(p))] for p in probs]
         if recording.kind == "single":
             single += 1
             if found:
                 weights = np.array([fe - fs for fs, fe in found], np.float64)
                 mean = (np.array(probs) * weights[:, None]).sum(axis=0) / weights.sum()
                 single_right += labels[int(np.argmax(mean))] == recording.utterances[0][2]
-    return correct / max(truths, 1), single_right / max(single, 1), single
+    utterances = region_labels_accuracy(
+        recordings, [spans[recording.name] for recording in recordings], predicted
+    )
+    return utterances, single_right / max(single, 1), single
 
 
 def region_labels_accuracy(
@@ -172,10 +171,9 @@ def region_labels_accuracy(
         position += len(found)
         for start, end, label, _ in recording.utterances:
             truths += 1
-            s, e = round(start * RATE), round(end * RATE)
-            cover = [max(0, min(e, fe) - max(s, fs)) for fs, fe in found]
-            if cover and max(cover) > 0:
-                correct += mine[int(np.argmax(cover))] == label
+            owner = most_covering((round(start * RATE), round(end * RATE)), found)
+            if owner is not None:
+                correct += mine[owner] == label
     return correct / max(truths, 1)
 
 

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
-from long_recordings import RATE, Recording, build, iou
+from long_recordings import RATE, Recording, build, claim_match, most_covering
 from vad_inputs import vad_spans
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -48,16 +47,13 @@ def scores(recordings: list[Recording], spans: dict[str, list[tuple[int, int]]])
         ]
         for index, (start, end, _, _) in enumerate(recording.utterances):
             truths += 1
-            overlaps = [iou((start, end), region) for region in found]
-            best = [i for i in np.argsort(overlaps)[::-1] if i not in used and overlaps[i] >= 0.5]
-            if best:
+            if claim_match((start, end), found, used):
                 matched += 1
-                used.add(int(best[0]))
                 continue
-            cover = [max(0.0, min(end, fe) - max(start, fs)) for fs, fe in found]
-            if not cover or max(cover) == 0:
+            owner = most_covering((start, end), found)
+            if owner is None:
                 missed += 1
-            elif len(owners[int(np.argmax(cover))]) > 1 and index in owners[int(np.argmax(cover))]:
+            elif len(owners[owner]) > 1 and index in owners[owner]:
                 merged += 1
             else:
                 short += 1

@@ -276,8 +276,8 @@ def export_ensemble(
                 for m in metas]  # fmt: skip
     if any(item != contract[0] for item in contract[1:]) or first.frontend != "waveform":
         raise ModelError("the models must be waveform models with the same labels, rate and window")
-    ranges = [dynamic_range_of(m.extra) for m in metas]  # optimised graphs hold the floor as a
-    if len(set(ranges)) > 1:  # weight, which sharing would overwrite: refuse before that
+    ranges = [dynamic_range_of(m.extra) for m in metas]  # share_encoder would refuse too, but
+    if len(set(ranges)) > 1:  # by a graph constant's name: say which setting differs
         listed = ", ".join(f"{value:g} dB" for value in ranges)
         raise ModelError(f"the models' Whisper dynamic ranges differ ({listed}): they cannot "
                          "share one encoder")  # fmt: skip
@@ -374,7 +374,7 @@ def _metadata(
     heads = sorted({meta.extra.get("head", "") for meta in metas} - {""})
     if len(heads) > 1:
         extra["head"] = ",".join(heads)
-    pools = sorted({str(meta.extra_json("pool") or "all") for meta in metas})
+    pools = sorted({str(meta.extra_json("pool", "all")) for meta in metas})
     if len(pools) > 1:  # some members pool over speech only, some over every frame
         extra["pool"] = ",".join(pools)
     dynamic = all(meta.dynamic_length for meta in metas)

@@ -361,11 +361,11 @@ def export_speaker(
     metadata = ModelMetadata.from_props(
         {prop.key: prop.value for prop in original.metadata_props}, source=str(model_path)
     )
-    if metadata.extra_json("pool") not in (None, "all"):
+    pool = metadata.extra_json("pool", "all")
+    if pool != "all":
         raise ModelError(
-            f"{model_path}: its heads pool over speech frames only (pool "
-            f"{metadata.extra_json('pool')}); speaker heads pool over every frame, so speaker "
-            "mode cannot be attached to it"
+            f"{model_path}: its heads pool over speech frames only (pool {pool}); speaker "
+            "heads pool over every frame, so speaker mode cannot be attached to it"
         )
     window = config["window"]
     model_range, heads_range = dynamic_range_of(metadata.extra), dynamic_range_of(config)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from ser.training.devices import encoder_arithmetic
 from ser.training.heads import valid_frames
 from ser.training.progress import Stage
 from ser.vad import FRAME, SileroVad
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 VAD_THRESHOLD = 0.5
 """Silero's own threshold, as ``--vad-threshold``'s default."""
@@ -57,6 +61,23 @@ def frame_marks(marks: torch.Tensor, samples_per_frame: int, frames: int) -> tor
     return share[:, 0, :frames] >= 0.5
 
 
+def gate_regression() -> Pipeline:
+    """Standardised L2 logistic regression from a frame's states to its speech mark."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
+
+
+def linear_rule(fitted: Pipeline) -> tuple[np.ndarray, float]:
+    """A fitted :func:`gate_regression` as weights and bias on the raw states themselves
+    (its standardisation folded in), so the head needs no scaler."""
+    scaler, logistic = fitted[0], fitted[1]
+    weight = logistic.coef_[0] / scaler.scale_
+    return weight, float(logistic.intercept_[0] - float((scaler.mean_ * weight).sum()))
+
+
 def _crop(clip: Clip, window: int, rng: np.random.Generator) -> np.ndarray:
     """A random training crop, in a room background half of the time."""
     crop = random_crop(load_audio(clip.path), window, rng)
@@ -66,12 +87,11 @@ def _crop(clip: Clip, window: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _marked_frames(
-    states: torch.Tensor, crops: list[np.ndarray], vad: SileroVad, samples_per_frame: int,
+    states: torch.Tensor, audio: torch.Tensor, vad: SileroVad, samples_per_frame: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Up to ``FRAMES_PER_WINDOW`` valid frames of each crop: their states and speech marks."""
-    audio = torch.from_numpy(np.stack(crops))
-    marks = torch.from_numpy(np.stack([speech_marks(crop, vad) for crop in crops]))
+    marks = torch.from_numpy(np.stack([speech_marks(crop, vad) for crop in audio.numpy()]))
     frames = states.shape[2]
     valid = valid_frames(audio, samples_per_frame, frames)
     speech = frame_marks(marks, samples_per_frame, frames)
@@ -103,10 +123,6 @@ def fit_speech_gate(
     Raises:
         CorpusError: when the VAD finds no speech, or nothing but speech, in the crops.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     device = device or torch.device("cpu")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(clips), size=min(windows, len(clips)), replace=False)
@@ -115,16 +131,17 @@ def fit_speech_gate(
     detail = "training crops, half in a room background, marked by Silero VAD"
     with Stage("fitting the speech gate", int(chosen.size), "window", detail=detail) as bar:
         for first in range(0, chosen.size, batch_size):
-            crops = [
-                _crop(clips[int(index)], window, rng)
-                for index in chosen[first : first + batch_size]
-            ]
+            audio = torch.from_numpy(
+                np.stack(
+                    [_crop(clips[int(i)], window, rng) for i in chosen[first : first + batch_size]]
+                )
+            )
             with torch.inference_mode(), encoder_arithmetic(device, precision):
-                states = backbone(torch.from_numpy(np.stack(crops)).to(device)).float().cpu()
-            x, y = _marked_frames(states, crops, vad, backbone.samples_per_frame, rng)
+                states = backbone(audio.to(device)).float().cpu()
+            x, y = _marked_frames(states, audio, vad, backbone.samples_per_frame, rng)
             features.append(x)
             targets.append(y)
-            bar.update(len(crops))
+            bar.update(audio.shape[0])
     x, y = np.concatenate(features), np.concatenate(targets)
     if y.all() or not y.any():
         raise CorpusError(
@@ -132,9 +149,6 @@ def fit_speech_gate(
             + ("only speech" if y.all() else "no speech")
             + f" in {chosen.size} training crops, so there is nothing to learn the gate from"
         )
-
-    def regression():
-        return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
 
     order = rng.permutation(y.size)
     fit_part, held_part = order[y.size // 5 :], order[: y.size // 5]
@@ -144,11 +158,10 @@ def fit_speech_gate(
             f"({int(min(y.sum(), y.size - y.sum()))} of {y.size}) in {chosen.size} training "
             "crops to fit and check the gate"
         )
-    held_out = float(regression().fit(x[fit_part], y[fit_part]).score(x[held_part], y[held_part]))
-    gate = regression().fit(x, y)
-    scaler, logistic = gate[0], gate[1]
-    weight = logistic.coef_[0] / scaler.scale_
-    bias = logistic.intercept_[0] - float((scaler.mean_ * weight).sum())
+    held_out = float(
+        gate_regression().fit(x[fit_part], y[fit_part]).score(x[held_part], y[held_part])
+    )
+    weight, bias = linear_rule(gate_regression().fit(x, y))
     shape = (backbone.num_layers, backbone.hidden_size)
     report = {
         "windows": int(chosen.size),
