@@ -164,6 +164,14 @@ def main() -> None:
     "to the middle of the pause; zero-padded beyond).",
 )
 @click.option(
+    "--vad-refresh",
+    type=click.FloatRange(min=0),
+    default=Segmentation.refresh_s,
+    show_default=True,
+    help="Seconds between restarts of the VAD's state, on two staggered lanes (its state drifts "
+    "over long recordings and misses speech); 0: one state through the whole file.",
+)
+@click.option(
     "--segments",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,

@@ -86,6 +86,7 @@ class RunOptions:
     vad_max_speech: float = Segmentation.max_speech_s
     vad_pad: float = Segmentation.pad_s
     vad_context: float = Segmentation.context_s
+    vad_refresh: float = Segmentation.refresh_s
     speaker_from: str | None = None
     speakers: Path | None = None
     speaker_min_items: int | None = None  # None: the model's default (its metadata)
@@ -107,7 +108,7 @@ class RunOptions:
         try:
             return Segmentation(
                 self.segmentation, self.vad_threshold, self.vad_min_speech, self.vad_min_silence,
-                self.vad_max_speech, self.vad_pad, self.vad_context,
+                self.vad_max_speech, self.vad_pad, self.vad_context, self.vad_refresh,
             )  # fmt: skip
         except ValueError as error:
             raise UsageError(str(error)) from None

@@ -41,6 +41,9 @@ class Segmentation:
     """Seconds of the recording the model sees on each side of a short region (never past the
     middle of the pause to the next region; zero-padded beyond): chosen on validation actors
     21-22 (README "Segmentation"), as the ~1 s of near-silence around a RAVDESS utterance."""
+    refresh_s: float = 0.0
+    """Seconds between restarts of the VAD's recurrent state, on two lanes half a period apart
+    (:mod:`ser.vad`); 0 carries one state through the whole recording, as Silero does."""
 
     def __post_init__(self) -> None:
         """Refuse impossible settings, saying what is allowed.
@@ -53,7 +56,7 @@ class Segmentation:
                 f"unknown segmentation {self.mode!r}; expected one of {', '.join(SEGMENTATIONS)}"
             )
         values = (self.threshold, self.min_speech_s, self.min_silence_s, self.max_speech_s,
-                  self.pad_s, self.context_s)  # fmt: skip
+                  self.pad_s, self.context_s, self.refresh_s)  # fmt: skip
         if not all(math.isfinite(value) for value in values):
             raise ValueError("VAD settings must be finite numbers (not nan or inf)")
         if not 0.0 < self.threshold < 1.0:
@@ -70,6 +73,8 @@ class Segmentation:
                 f"VAD maximum speech ({self.max_speech_s} s) must be at least 1 s and longer than "
                 "the minimum speech plus twice the padding"
             )
+        if self.refresh_s != 0 and self.refresh_s < 1.0:
+            raise ValueError(f"VAD refresh must be 0 (never) or at least 1 s, got {self.refresh_s}")
 
     @property
     def vad(self) -> bool:
@@ -84,7 +89,13 @@ class Segmentation:
             f"min_speech={_exact(self.min_speech_s)} min_silence={_exact(self.min_silence_s)} "
             f"max_speech={_exact(self.max_speech_s)} pad={_exact(self.pad_s)} "
             f"context={_exact(self.context_s)}"
+            + (f" refresh={_exact(self.refresh_s)}" if self.refresh_s else "")
         )
+
+    @property
+    def refresh_frames(self) -> int:
+        """:attr:`refresh_s` in VAD frames (0: never)."""
+        return round(self.refresh_s * SAMPLE_RATE / FRAME)
 
 
 def _exact(value: float) -> str:

@@ -53,7 +53,8 @@ class SpeechFrontend:
 
     def stream_inputs(self, blocks: Iterable[np.ndarray]) -> Iterator[ModelInputs]:
         """Rows region by region as the blocks arrive; the last chunk says the total length."""
-        vad, tracker = self.vad.stream(), SpeechTracker(self.segmentation)
+        vad = self.vad.stream(self.segmentation.refresh_frames)
+        tracker = SpeechTracker(self.segmentation)
         buffer, offset, total = np.zeros(0, np.float32), 0, 0
         pending: list[Region] = []
         previous_end = 0  # end of the last emitted region: where the left context may start

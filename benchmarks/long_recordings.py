@@ -275,6 +275,7 @@ def recording_options(split: str, *, probe: bool = False) -> Callable[[Callable]
 @click.option("--vad-min-silence", default=None, type=float, help="Passed to the vad run.")
 @click.option("--vad-pad", default=None, type=float, help="Passed to the vad run.")
 @click.option("--vad-context", default=None, type=float, help="Passed to the vad run.")
+@click.option("--vad-refresh", default=None, type=float, help="Passed to the vad run.")
 @click.option(
     "--speaker-mode", is_flag=True,
     help="Also score with --segmentation vad in speaker mode, from an RTTM of the true actors.",

@@ -180,8 +180,10 @@ def region_labels_accuracy(
 def vad_spans(
     signal: np.ndarray, vad: SileroVad, settings: Segmentation | None = None
 ) -> list[tuple[int, int]]:
-    tracker = SpeechTracker(settings or Segmentation(mode="vad"))
-    regions = tracker.feed(vad.probabilities(signal)) + tracker.finish(signal.size)
+    settings = settings or Segmentation(mode="vad")
+    tracker = SpeechTracker(settings)
+    probs = vad.probabilities(signal, settings.refresh_frames)
+    regions = tracker.feed(probs) + tracker.finish(signal.size)
     return [(r.start, r.end) for r in regions]
 
 
@@ -200,11 +202,14 @@ def truth_spans(recording: Recording) -> list[tuple[int, int]]:
 @click.option("--quiet/--no-quiet", default=True, help="Also build recordings with no background.")
 @click.option("--vad-threshold", default=0.5, show_default=True)
 @click.option("--vad-min-silence", default=0.3, show_default=True)
+@click.option("--vad-refresh", default=0.0, show_default=True)
 def main(
     data: Path, split: str, files: int, seed: int, model: str, variants: tuple[str, ...],
-    oracle: bool, quiet: bool, vad_threshold: float, vad_min_silence: float,
+    oracle: bool, quiet: bool, vad_threshold: float, vad_min_silence: float, vad_refresh: float,
 ) -> None:  # fmt: skip
-    settings = Segmentation("vad", threshold=vad_threshold, min_silence_s=vad_min_silence)
+    settings = Segmentation(
+        "vad", threshold=vad_threshold, min_silence_s=vad_min_silence, refresh_s=vad_refresh
+    )
     clips = select(read_ravdess(data), split)
     scorer, vad = Scorer(model), SileroVad()
     started = time.perf_counter()

@@ -5,7 +5,7 @@
 Builds ``benchmarks/long_recordings.py``'s recordings from one split's RAVDESS clips (``train``
 too: the VAD was never fitted to any of them, so the 20 training actors are a fair place to
 choose its settings, where validation's two actors are few) and reports, for each
-``THRESHOLD/MIN_SILENCE[/PAD]`` setting, utterance precision and recall at IoU >= 0.5 (one
+``THRESHOLD/MIN_SILENCE[/PAD[/REFRESH]]`` setting, utterance precision and recall at IoU >= 0.5 (one
 region to one utterance, as ``long_recordings.py``), overall and for each actor (each
 recording holds one actor's clips when built per actor, ``--per-actor``), and how the misses
 split: an utterance covered by a region that also covers another one (merged), one whose best
@@ -65,8 +65,9 @@ def scores(recordings: list[Recording], spans: dict[str, list[tuple[int, int]]])
 
 
 def setting_of(text: str) -> Segmentation:
-    threshold, min_silence, *pad = (float(part) for part in text.split("/"))
-    extra = {"pad_s": pad[0]} if pad else {}
+    """``THRESHOLD/MIN_SILENCE[/PAD[/REFRESH]]`` as the segmentation it names."""
+    threshold, min_silence, *rest = (float(part) for part in text.split("/"))
+    extra = dict(zip(("pad_s", "refresh_s"), rest, strict=False))
     return Segmentation("vad", threshold=threshold, min_silence_s=min_silence, **extra)
 
 
@@ -96,8 +97,8 @@ def main(data: Path, split: str, files: int, seed: int, settings: tuple[str, ...
                 spans = {name: vad_spans(s, vad, setting_of(text)) for name, s in signals.items()}
                 per_actor[text][actor] = scores(recordings, spans)
                 everything[text].append(per_actor[text][actor])
-    print("| setting (threshold/min silence[/pad]) | precision | recall | regions | utterances "
-          "| merged | cut short | missed | worst actor (recall) |")  # fmt: skip
+    print("| setting (threshold/min silence[/pad[/refresh]]) | precision | recall | regions "
+          "| utterances | merged | cut short | missed | worst actor (recall) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for text in settings:
         parts = everything[text]

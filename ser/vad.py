@@ -5,6 +5,15 @@ LSTM state, and each frame is fed with the last 64 samples of the one before. A
 :class:`VadStream` carries that state, that context and any partial frame from one block of
 audio to the next, so a recording fed in blocks of any size gives the same probabilities, bit
 for bit, as fed whole: a long file runs in flat memory. numpy and ONNX Runtime only, no torch.
+
+Carried through a long recording, that state drifts: after minutes of room tone or noise the
+graph gives screamed or quiet speech a probability near 0, though the same audio after a fresh
+state scores near 1 (silero-vad issue #725; README "Segmentation"). With ``refresh_frames`` the
+stream runs two lanes of state, each restarted every ``refresh_frames`` frames, the second half a
+period after the first, and a frame's probability is the higher of the two: neither lane's
+state is ever older than one period, and at any frame one of them has run for at least half a
+period (a state restarted at the frame itself misses onsets). The restarts fall on absolute
+frame numbers, so blocks of any size still give the same probabilities.
 """
 
 from __future__ import annotations
@@ -36,23 +45,28 @@ class SileroVad:
         self.session = _session(str(self.path))
         self.sha256 = _sha256(str(self.path))
 
-    def stream(self) -> VadStream:
-        """A fresh stream: feed it a recording's blocks in order."""
-        return VadStream(self.session)
+    def stream(self, refresh_frames: int = 0) -> VadStream:
+        """A fresh stream: feed it a recording's blocks in order (``refresh_frames``: see the
+        module's docstring; 0 carries one state through the whole recording, Silero's use)."""
+        return VadStream(self.session, refresh_frames)
 
-    def probabilities(self, signal: np.ndarray) -> np.ndarray:
+    def probabilities(self, signal: np.ndarray, refresh_frames: int = 0) -> np.ndarray:
         """Speech probability of every frame of a whole 16 kHz signal (last frame zero-padded)."""
-        stream = self.stream()
+        stream = self.stream(refresh_frames)
         return np.concatenate([stream.feed(signal), stream.finish()])
 
 
 class VadStream:
     """One recording's VAD state between blocks: LSTM state, context and partial frame."""
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: ort.InferenceSession, refresh_frames: int = 0) -> None:
+        if refresh_frames and refresh_frames < 2:
+            raise ValueError(f"VAD refresh must be 0 or at least 2 frames, got {refresh_frames}")
         self._session = session
-        self._h = np.zeros(_STATE, np.float32)
-        self._c = np.zeros(_STATE, np.float32)
+        self._period = refresh_frames
+        offsets = (0, refresh_frames // 2) if refresh_frames else (0,)
+        self._lanes = [_Lane(offset) for offset in offsets]
+        self._frame = 0  # frames run so far
         self._context = np.zeros(CONTEXT, np.float32)
         self._pending = np.zeros(0, np.float32)
 
@@ -74,19 +88,46 @@ class VadStream:
 
     def _run(self, samples: np.ndarray) -> np.ndarray:
         frames = samples.reshape(-1, FRAME)
-        out = []
-        for first in range(0, len(frames), MAX_FRAMES_PER_CALL):
-            block = frames[first : first + MAX_FRAMES_PER_CALL]
-            contexts = np.empty((len(block), CONTEXT), np.float32)
-            contexts[0] = self._context
-            contexts[1:] = block[:-1, -CONTEXT:]
-            self._context = block[-1, -CONTEXT:].copy()
-            probs, self._h, self._c = self._session.run(
-                ["speech_probs", "hn", "cn"],
-                {"input": np.concatenate([contexts, block], axis=1), "h": self._h, "c": self._c},
-            )
+        inputs = np.empty((len(frames), CONTEXT + FRAME), np.float32)
+        inputs[:, CONTEXT:] = frames
+        if len(frames):
+            inputs[0, :CONTEXT] = self._context
+            inputs[1:, :CONTEXT] = frames[:-1, -CONTEXT:]
+            self._context = frames[-1, -CONTEXT:].copy()
+        probs = np.zeros(len(frames), np.float32)
+        for lane in self._lanes:
+            probs = np.maximum(probs, self._run_lane(lane, inputs))
+        self._frame += len(frames)
+        return probs
+
+    def _run_lane(self, lane: _Lane, inputs: np.ndarray) -> np.ndarray:
+        """One lane's probabilities for ``inputs``, its state restarted on its period."""
+        out, first = [], 0
+        while first < len(inputs):
+            frame = self._frame + first
+            last = min(len(inputs), first + MAX_FRAMES_PER_CALL)
+            if self._period:
+                since = (frame - lane.offset) % self._period
+                if since == 0 and frame > 0:
+                    lane.restart()
+                last = min(last, first + self._period - since)
+            feeds = {"input": inputs[first:last], "h": lane.h, "c": lane.c}
+            probs, lane.h, lane.c = self._session.run(["speech_probs", "hn", "cn"], feeds)
             out.append(np.asarray(probs, np.float32).reshape(-1))
+            first = last
         return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+class _Lane:
+    """One recurrent state of a stream, restarted every period counted from ``offset``."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.restart()
+
+    def restart(self) -> None:
+        self.h = np.zeros(_STATE, np.float32)
+        self.c = np.zeros(_STATE, np.float32)
 
 
 @functools.lru_cache(maxsize=4)

@@ -83,6 +83,8 @@ def test_regions_do_not_depend_on_how_the_frames_arrive(chunk):
         (dict(context_s=float("nan")), "finite"),  # nan passes every range check
         (dict(min_speech_s=float("nan")), "finite"),
         (dict(max_speech_s=float("inf")), "finite"),
+        (dict(refresh_s=0.5), "0 \\(never\\) or at least 1 s"),
+        (dict(refresh_s=float("nan")), "finite"),
     ],
 )
 def test_impossible_settings_are_refused_saying_what_is_allowed(settings, message):
@@ -108,11 +110,58 @@ def test_the_vad_state_is_carried_across_blocks_bit_for_bit():
     assert np.array_equal(np.concatenate([*pieces, stream.finish()]), whole)
 
 
-def _frontend(window_s: float = 4.0) -> SpeechFrontend:
+def _frontend(window_s: float = 4.0, refresh_s: float = 0.0) -> SpeechFrontend:
     metadata = ModelMetadata(
         "waveform", ("a", "b"), RATE, "audio", "probs", window_s=window_s, hop_s=window_s
     )
-    return SpeechFrontend(WaveformFrontend(metadata), Segmentation("vad"))
+    return SpeechFrontend(WaveformFrontend(metadata), Segmentation("vad", refresh_s=refresh_s))
+
+
+def _plain_from(signal: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Frames ``first`` to ``last`` of a plain stream started afresh at ``first`` (its context,
+    the 64 samples before that frame, as a running stream would have it)."""
+    stream = SileroVad().stream()
+    if first:
+        stream._context = signal[first * FRAME - 64 : first * FRAME].copy()
+    return stream.feed(signal[first * FRAME : last * FRAME])
+
+
+def test_a_refreshed_stream_is_the_higher_of_two_lanes_restarted_half_a_period_apart():
+    signal = bursts(SPANS, 13.0, seed=2)
+    period, frames = 100, signal.size // FRAME
+    got = SileroVad().probabilities(signal, period)
+    want = np.zeros(frames, np.float32)
+    for offset in (0, period // 2):
+        starts = sorted({0, *range(offset, frames, period)})
+        for first, last in zip(starts, [*starts[1:], frames], strict=True):
+            lane = _plain_from(signal, first, last)
+            want[first:last] = np.maximum(want[first:last], lane)
+    assert np.array_equal(got[:frames], want)
+    plain = SileroVad().probabilities(signal)
+    assert not np.array_equal(got, plain)  # the restarts change something on this signal
+    assert (got[: period // 2] == plain[: period // 2]).all()  # before any restart: one state
+
+
+@pytest.mark.parametrize("block", [511, 7_001, 16_000 * 5])
+def test_a_refreshed_stream_does_not_depend_on_block_sizes(block):
+    signal = bursts(SPANS, 13.0, seed=1)
+    whole = SileroVad().probabilities(signal, 37)
+    stream = SileroVad().stream(37)
+    pieces = [stream.feed(signal[start : start + block]) for start in range(0, signal.size, block)]
+    assert np.array_equal(np.concatenate([*pieces, stream.finish()]), whole)
+
+
+def test_the_vad_refresh_reaches_the_scoring_stream(monkeypatch):
+    asked: list[int] = []
+    plain = SileroVad.stream
+
+    def spy(self, refresh_frames=0):
+        asked.append(refresh_frames)
+        return plain(self, refresh_frames)
+
+    monkeypatch.setattr(SileroVad, "stream", spy)
+    _frontend(refresh_s=2.0).inputs(bursts(SPANS, 13.0, seed=0))
+    assert asked == [round(2.0 * RATE / FRAME)] == [62]
 
 
 def test_streamed_regions_give_the_same_rows_as_the_whole_signal():
@@ -153,7 +202,7 @@ def test_a_two_hour_stream_keeps_flat_memory(monkeypatch):
         def finish(self) -> np.ndarray:
             return np.zeros(0)
 
-    monkeypatch.setattr(SileroVad, "stream", lambda self: LoudnessStream())
+    monkeypatch.setattr(SileroVad, "stream", lambda self, refresh_frames=0: LoudnessStream())
     frontend = _frontend()
     minute = np.zeros(60 * RATE, np.float32)
     minute[RATE : 4 * RATE] = 0.1  # a 3 s "utterance" each minute
@@ -257,6 +306,14 @@ def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes
     )  # fmt: skip
     assert "0 unchanged files kept" in result.output  # the context is part of the key
     assert {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())} == {"0.5"}
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "vad",
+         "--vad-context", "0.5", "--vad-refresh", "2"],
+    )  # fmt: skip
+    assert "0 unchanged files kept" in result.output  # so is the VAD's refresh
+    settings = {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())}
+    assert settings == {"0.5 refresh=2"}
     result = CliRunner().invoke(
         batch_main,
         ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "windows"],
