@@ -39,6 +39,7 @@ from scipy.signal import lfilter
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ser.audio import load_audio
+from ser.batch.segmentation import Segmentation
 from ser.corpus import read_ravdess, select
 from ser.models import DEFAULT_MODEL
 from ser.vad import SileroVad
@@ -300,9 +301,10 @@ def main(
             f"{os.getloadavg()[0]:.2f}"
         )
         vad = SileroVad()
+        refresh = Segmentation("vad", refresh_s=vad_settings["vad_refresh"] or 0.0).refresh_frames
         started = time.perf_counter()
         for recording in recordings:
-            vad.probabilities(load_audio(folder / recording.name))
+            vad.probabilities(load_audio(folder / recording.name), refresh)
         vad_s = time.perf_counter() - started
         print(f"VAD alone (decode included): {vad_s:.2f} s, real-time factor {vad_s / audio_s:.4f}")
         clip_acc = clip_accuracy(recordings, Path(tmp), model)

@@ -6,14 +6,16 @@ LSTM state, and each frame is fed with the last 64 samples of the one before. A
 audio to the next, so a recording fed in blocks of any size gives the same probabilities, bit
 for bit, as fed whole: a long file runs in flat memory. numpy and ONNX Runtime only, no torch.
 
-Carried through a long recording, that state drifts: after minutes of room tone or noise the
-graph gives screamed or quiet speech a probability near 0, though the same audio after a fresh
-state scores near 1 (silero-vad issue #725; README "Segmentation"). With ``refresh_frames`` the
+Carried through a long recording, that state drifts: deep into a recording the graph can give
+screamed or very quiet speech a probability near 0 that the same audio scores far higher after
+a fresh state (silero-vad issue #725; README "Segmentation"). With ``refresh_frames`` the
 stream runs two lanes of state, each restarted every ``refresh_frames`` frames, the second half a
 period after the first, and a frame's probability is the higher of the two: neither lane's
 state is ever older than one period, and at any frame one of them has run for at least half a
-period (a state restarted at the frame itself misses onsets). The restarts fall on absolute
-frame numbers, so blocks of any size still give the same probabilities.
+period once the first half period has passed. The restarts fall on absolute frame numbers, so
+blocks of any size still give the same probabilities. The second lane starts at its first
+restart (before it, it would repeat the first), and an odd period puts the lanes
+``refresh_frames // 2`` frames apart.
 """
 
 from __future__ import annotations
@@ -88,34 +90,40 @@ class VadStream:
 
     def _run(self, samples: np.ndarray) -> np.ndarray:
         frames = samples.reshape(-1, FRAME)
-        inputs = np.empty((len(frames), CONTEXT + FRAME), np.float32)
-        inputs[:, CONTEXT:] = frames
-        if len(frames):
+        out = []
+        for first in range(0, len(frames), MAX_FRAMES_PER_CALL):
+            block = frames[first : first + MAX_FRAMES_PER_CALL]
+            inputs = np.empty((len(block), CONTEXT + FRAME), np.float32)
             inputs[0, :CONTEXT] = self._context
-            inputs[1:, :CONTEXT] = frames[:-1, -CONTEXT:]
-            self._context = frames[-1, -CONTEXT:].copy()
-        probs = np.zeros(len(frames), np.float32)
-        for lane in self._lanes:
-            probs = np.maximum(probs, self._run_lane(lane, inputs))
-        self._frame += len(frames)
-        return probs
+            inputs[1:, :CONTEXT] = block[:-1, -CONTEXT:]
+            inputs[:, CONTEXT:] = block
+            self._context = block[-1, -CONTEXT:].copy()
+            probs = np.zeros(len(block), np.float32)
+            for lane in self._lanes:
+                probs = np.maximum(probs, self._run_lane(lane, inputs))
+            self._frame += len(block)
+            out.append(probs)
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def _run_lane(self, lane: _Lane, inputs: np.ndarray) -> np.ndarray:
-        """One lane's probabilities for ``inputs``, its state restarted on its period."""
-        out, first = [], 0
+        """One lane's probabilities for ``inputs`` (frames from ``self._frame`` on), its state
+        restarted on its period; zeros before a late lane's first restart, where it would only
+        repeat the first lane."""
+        probs = np.zeros(len(inputs), np.float32)
+        first = max(0, lane.offset - self._frame)
         while first < len(inputs):
-            frame = self._frame + first
-            last = min(len(inputs), first + MAX_FRAMES_PER_CALL)
+            last = len(inputs)
             if self._period:
+                frame = self._frame + first
                 since = (frame - lane.offset) % self._period
                 if since == 0 and frame > 0:
                     lane.restart()
                 last = min(last, first + self._period - since)
             feeds = {"input": inputs[first:last], "h": lane.h, "c": lane.c}
-            probs, lane.h, lane.c = self._session.run(["speech_probs", "hn", "cn"], feeds)
-            out.append(np.asarray(probs, np.float32).reshape(-1))
+            out, lane.h, lane.c = self._session.run(["speech_probs", "hn", "cn"], feeds)
+            probs[first:last] = np.asarray(out, np.float32).reshape(-1)
             first = last
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return probs
 
 
 class _Lane:

@@ -126,13 +126,16 @@ def _plain_from(signal: np.ndarray, first: int, last: int) -> np.ndarray:
     return stream.feed(signal[first * FRAME : last * FRAME])
 
 
-def test_a_refreshed_stream_is_the_higher_of_two_lanes_restarted_half_a_period_apart():
+@pytest.mark.parametrize("period", [100, 37])
+def test_a_refreshed_stream_is_the_higher_of_two_lanes_restarted_half_a_period_apart(period):
     signal = bursts(SPANS, 13.0, seed=2)
-    period, frames = 100, signal.size // FRAME
+    frames = signal.size // FRAME
     got = SileroVad().probabilities(signal, period)
     want = np.zeros(frames, np.float32)
-    for offset in (0, period // 2):
-        starts = sorted({0, *range(offset, frames, period)})
+    for offset in (0, period // 2):  # the second lane runs from its first restart on
+        starts = (
+            list(range(offset, frames, period)) if offset else [0, *range(period, frames, period)]
+        )
         for first, last in zip(starts, [*starts[1:], frames], strict=True):
             lane = _plain_from(signal, first, last)
             want[first:last] = np.maximum(want[first:last], lane)
