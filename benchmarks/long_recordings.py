@@ -242,9 +242,12 @@ def clip_accuracy_in_background(recordings: list[Recording], folder: Path, model
     return float(np.mean(hits))
 
 
-def recording_options(split: str, *, probe: bool = False) -> Callable[[Callable], Callable]:
-    """The options every long-recording benchmark takes: corpus, split, recordings and model
-    (``probe``: the frozen encoder the linear probes run on, ``--backbone``, instead)."""
+def recording_options(
+    split: str, *, probe: bool = False, splits: tuple[str, ...] = ("test", "validation")
+) -> Callable[[Callable], Callable]:
+    """The options every long-recording benchmark takes: corpus, split (one of ``splits``),
+    recordings and model (``probe``: the frozen encoder the linear probes run on,
+    ``--backbone``, instead)."""
     last = (
         click.option("--backbone", default=str(WHISPER_TINY), show_default=True)
         if probe
@@ -252,7 +255,7 @@ def recording_options(split: str, *, probe: bool = False) -> Callable[[Callable]
     )
     options = [
         click.option("--data", type=click.Path(exists=True, path_type=Path), default=RAVDESS_16K),
-        click.option("--split", type=click.Choice(["test", "validation"]), default=split),
+        click.option("--split", type=click.Choice(splits), default=split),
         click.option("--files", default=24, show_default=True),
         click.option("--seed", default=0, show_default=True),
         last,

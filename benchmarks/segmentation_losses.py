@@ -1,0 +1,158 @@
+"""Where ``--segmentation vad`` loses utterance accuracy, by cause, on long recordings of a split.
+
+    python benchmarks/segmentation_losses.py [--split validation] [--files 36] [--seed 0]
+
+Builds ``benchmarks/long_recordings.py``'s recordings (its background included), finds speech
+with Silero VAD (the ``--segmentation vad`` defaults, or ``--vad-threshold``,
+``--vad-min-silence``, ``--vad-refresh``), and scores every region in process, each with 1 s of
+context as ``ser-batch`` does; then scores the true utterance spans the same way (an oracle).
+Each true utterance is put in one class by how the VAD's regions cover it:
+
+- ``missed``: no region touches it;
+- ``merged, same label`` / ``merged, other label``: the region covering most of it is also the
+  one covering most of another utterance (of the same emotion, or of another);
+- ``split``: more than one region touches it;
+- ``cut short``: one region, covering under 90% of it at IoU < 0.5;
+- ``too long``: one region, covering 90% or more of it at IoU < 0.5;
+- ``matched``: one region at IoU >= 0.5.
+
+For each class: how many utterances, the oracle's accuracy on them (their true span as the
+region), the VAD's (the label of the region covering most of it), and the points of the overall
+utterance accuracy the class loses (oracle minus VAD, over all utterances). The emotion model
+sees its training actors' clips with ``--split train``, so accuracies are high there; the
+classes and their losses still say where the segmentation costs.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import click
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from long_recordings import Recording, build, iou, most_covering, recording_options
+from vad_inputs import Scorer, neighbour_bounds, region_input, truth_spans, vad_spans
+
+from ser.audio import center_window, load_audio
+from ser.batch.segmentation import Segmentation
+from ser.corpus import read_ravdess, select
+from ser.vad import SileroVad
+
+from common import describe_machine
+
+CLASSES = (
+    "matched", "cut short", "too long", "split", "merged, same label", "merged, other label",
+    "missed",
+)  # fmt: skip
+CONTEXT_S = 1.0
+
+
+def cover(span: tuple[int, int], region: tuple[int, int]) -> int:
+    return max(0, min(span[1], region[1]) - max(span[0], region[0]))
+
+
+def classify(recording: Recording, truth: list[tuple[int, int]], found: list) -> list[str]:
+    """Each true utterance's class (module docstring)."""
+    owners = [most_covering(span, found) for span in truth]
+    classes = []
+    for index, span in enumerate(truth):
+        owner = owners[index]
+        if owner is None:
+            classes.append("missed")
+            continue
+        sharing = [j for j, other in enumerate(owners) if other == owner and j != index]
+        if sharing:
+            labels = {recording.utterances[j][2] for j in sharing}
+            other = labels != {recording.utterances[index][2]}
+            classes.append("merged, other label" if other else "merged, same label")
+        elif sum(cover(span, region) > 0 for region in found) > 1:
+            classes.append("split")
+        elif iou(span, found[owner]) >= 0.5:
+            classes.append("matched")
+        else:
+            short = cover(span, found[owner]) < 0.9 * (span[1] - span[0])
+            classes.append("cut short" if short else "too long")
+    return classes
+
+
+def labels_of(signal: np.ndarray, spans: list[tuple[int, int]], scorer: Scorer) -> list[str]:
+    """The model's label for each span, seen as ``ser-batch`` sees a region."""
+    sizes = (scorer.window, scorer.hop, scorer.single_limit)
+    bounds = neighbour_bounds(spans, signal.size)
+    labels = []
+    for span, bound in zip(spans, bounds, strict=True):
+        rows = region_input(signal, span, bound, CONTEXT_S, *sizes)
+        labels.append(scorer.model.labels[int(np.argmax(scorer.probs(rows)))])
+    return labels
+
+
+def whole_clip_label(path: Path, scorer: Scorer) -> str:
+    """The model's label for a source clip scored whole, as ``benchmarks/accuracy.py`` does."""
+    probs = scorer.probs([center_window(load_audio(path), scorer.window)])
+    return scorer.model.labels[int(np.argmax(probs))]
+
+
+@click.command()
+@recording_options(split="validation", splits=("train", "validation", "test"))
+@click.option("--vad-threshold", default=Segmentation.threshold, show_default=True)
+@click.option("--vad-min-silence", default=Segmentation.min_silence_s, show_default=True)
+@click.option("--vad-refresh", default=Segmentation.refresh_s, show_default=True)
+def main(
+    data: Path, split: str, files: int, seed: int, model: str, vad_threshold: float,
+    vad_min_silence: float, vad_refresh: float,
+) -> None:  # fmt: skip
+    started = time.perf_counter()
+    settings = Segmentation(
+        "vad", threshold=vad_threshold, min_silence_s=vad_min_silence, refresh_s=vad_refresh
+    )
+    clips = select(read_ravdess(data), split)
+    scorer, vad = Scorer(model), SileroVad()
+    print(f"data: {data} split={split} ({len(clips)} clips), seed {seed}, model {model}; "
+          f"machine: {describe_machine()}")  # fmt: skip
+    print(f"VAD: {settings.describe(vad.sha256)}")
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # utterances, oracle, vad
+    missed = []
+    with tempfile.TemporaryDirectory(prefix="ser-losses-") as tmp:
+        recordings = build(clips, files, seed, Path(tmp))
+        for recording in recordings:
+            signal = load_audio(Path(tmp) / recording.name)
+            found, truth = vad_spans(signal, vad, settings), truth_spans(recording)
+            found_labels = labels_of(signal, found, scorer)
+            oracle_labels = labels_of(signal, truth, scorer)
+            for index, kind in enumerate(classify(recording, truth, found)):
+                label, clip = recording.utterances[index][2:]
+                owner = most_covering(truth[index], found)
+                counts[kind][0] += 1
+                counts[kind][1] += oracle_labels[index] == label
+                counts[kind][2] += owner is not None and found_labels[owner] == label
+                if kind == "missed":
+                    span = signal[truth[index][0] : truth[index][1]]
+                    level = 10 * np.log10(float(np.mean(span**2)) + 1e-12)
+                    missed.append(f"{clip.name} {label} {level:.0f} dBFS")
+    utterances = [u for r in recordings for u in r.utterances]
+    whole = {path: whole_clip_label(path, scorer) for path in {u[3] for u in utterances}}
+    total = sum(c[0] for c in counts.values())
+    clips_whole = np.mean([whole[u[3]] == u[2] for u in utterances])
+    print(f"{len(recordings)} recordings, {total} utterances; their source clips scored whole "
+          f"(no background, no segmentation): {clips_whole:.3f}")  # fmt: skip
+    print("| class | utterances | oracle accuracy | vad accuracy | points lost |")
+    print("|---|---|---|---|---|")
+    for kind in [*CLASSES, "all"]:
+        n, oracle, found = (
+            [sum(c[i] for c in counts.values()) for i in range(3)] if kind == "all"
+            else counts.get(kind, [0, 0, 0])
+        )  # fmt: skip
+        if n:
+            print(f"| {kind} | {n} | {oracle / n:.3f} | {found / n:.3f} | "
+                  f"{100 * (oracle - found) / total:+.1f} |")  # fmt: skip
+    print("missed: " + ("; ".join(missed) or "none"))
+    print(f"{time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
