@@ -168,8 +168,9 @@ def main() -> None:
     type=click.FloatRange(min=0),
     default=Segmentation.refresh_s,
     show_default=True,
-    help="Seconds between restarts of the VAD's state, on two staggered lanes (its state drifts "
-    "over long recordings and misses speech); 0: one state through the whole file.",
+    help="0, or at least 1: seconds between restarts of each of the VAD's two states, half a "
+    "period apart (one state drifts over long recordings and misses speech); 0: one state "
+    "through the whole file.",
 )
 @click.option(
     "--segments",
