@@ -1,6 +1,6 @@
 """Where ``--segmentation vad`` loses utterance accuracy, by cause, on long recordings of a split.
 
-    python benchmarks/segmentation_losses.py [--split validation] [--files 36] [--seed 0]
+    python benchmarks/segmentation_losses.py [--split validation] [--files 24] [--seed 0]
 
 Builds ``benchmarks/long_recordings.py``'s recordings (its background included), finds speech
 with Silero VAD (the ``--segmentation vad`` defaults, or ``--vad-threshold``,
@@ -29,13 +29,14 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from long_recordings import Recording, build, iou, most_covering, recording_options
+from long_recordings import RATE, Recording, build, iou, most_covering, recording_options
 from vad_inputs import Scorer, neighbour_bounds, region_input, truth_spans, vad_spans
 
 from ser.audio import center_window, load_audio
@@ -80,6 +81,13 @@ def classify(recording: Recording, truth: list[tuple[int, int]], found: list) ->
     return classes
 
 
+def inner_pauses(span: tuple[int, int], found: list) -> list[float]:
+    """Seconds of each pause between regions touching ``span`` that lies inside it."""
+    touching = [region for region in found if cover(span, region) > 0]
+    pairs = pairwise(touching)
+    return [(b[0] - a[1]) / RATE for a, b in pairs if span[0] < a[1] and b[0] < span[1]]
+
+
 def labels_of(signal: np.ndarray, spans: list[tuple[int, int]], scorer: Scorer) -> list[str]:
     """The model's label for each span, seen as ``ser-batch`` sees a region."""
     sizes = (scorer.window, scorer.hop, scorer.single_limit)
@@ -116,7 +124,7 @@ def main(
           f"machine: {describe_machine()}")  # fmt: skip
     print(f"VAD: {settings.describe(vad.sha256)}")
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # utterances, oracle, vad
-    missed = []
+    missed, pauses, split = [], [], 0
     with tempfile.TemporaryDirectory(prefix="ser-losses-") as tmp:
         recordings = build(clips, files, seed, Path(tmp))
         for recording in recordings:
@@ -130,6 +138,9 @@ def main(
                 counts[kind][0] += 1
                 counts[kind][1] += oracle_labels[index] == label
                 counts[kind][2] += owner is not None and found_labels[owner] == label
+                if kind == "split":
+                    split += 1
+                    pauses += inner_pauses(truth[index], found)
                 if kind == "missed":
                     span = signal[truth[index][0] : truth[index][1]]
                     level = 10 * np.log10(float(np.mean(span**2)) + 1e-12)
@@ -151,6 +162,8 @@ def main(
             print(f"| {kind} | {n} | {oracle / n:.3f} | {found / n:.3f} | "
                   f"{100 * (oracle - found) / total:+.1f} |")  # fmt: skip
     print("missed: " + ("; ".join(missed) or "none"))
+    cut = f", {min(pauses):.2f}-{max(pauses):.2f} s" if pauses else ""
+    print(f"split: {split} utterances, {len(pauses)} pauses inside them between regions{cut}")
     print(f"{time.perf_counter() - started:.0f} s")
 
 

@@ -6,16 +6,16 @@ LSTM state, and each frame is fed with the last 64 samples of the one before. A
 audio to the next, so a recording fed in blocks of any size gives the same probabilities, bit
 for bit, as fed whole: a long file runs in flat memory. numpy and ONNX Runtime only, no torch.
 
-Carried through a long recording, that state drifts: deep into a recording the graph can give
-screamed or very quiet speech a probability near 0 that the same audio scores far higher after
-a fresh state (silero-vad issue #725; README "Segmentation"). With ``refresh_frames`` the
+Carried through a long stream, that state drifts and the graph's confidence in clear speech
+falls (silero-vad issue #725); on ser's long recordings it misses mostly fear or anger at full
+intensity and very quiet speech (README "Segmentation"). With ``refresh_frames`` the
 stream runs two lanes of state, each restarted every ``refresh_frames`` frames, the second half a
 period after the first, and a frame's probability is the higher of the two: neither lane's
-state is ever older than one period, and at any frame one of them has run for at least half a
-period once the first half period has passed. The restarts fall on absolute frame numbers, so
-blocks of any size still give the same probabilities. The second lane starts at its first
-restart (before it, it would repeat the first), and an odd period puts the lanes
-``refresh_frames // 2`` frames apart.
+state is ever older than one period, and at any frame one of them has run for at least
+``refresh_frames // 2`` frames once the first half period has passed. The restarts fall on
+absolute frame numbers, so blocks of any size still give the same probabilities. The second
+lane starts at its first restart (before it, it would repeat the first), and an odd period puts
+the lanes ``refresh_frames // 2`` frames apart.
 """
 
 from __future__ import annotations
