@@ -2,10 +2,11 @@
 
     python benchmarks/segmentation_losses.py [--split validation] [--files 24] [--seed 0]
 
-Builds ``benchmarks/long_recordings.py``'s recordings (its background included), finds speech
-with Silero VAD (the ``--segmentation vad`` defaults, or ``--vad-threshold``,
-``--vad-min-silence``, ``--vad-refresh``), and scores every region in process, each with 1 s of
-context as ``ser-batch`` does; then scores the true utterance spans the same way (an oracle).
+Builds ``benchmarks/long_recordings.py``'s recordings (its background included) from one split
+of ``--data`` (RAVDESS's folder, or a manifest such as nEMO's), finds speech with Silero VAD
+(the ``--segmentation vad`` defaults, or ``--vad-threshold``, ``--vad-min-silence``,
+``--vad-refresh``), and scores every region in process, each with 1 s of context as
+``ser-batch`` does; then scores the true utterance spans the same way (an oracle).
 Each true utterance is put in one class by how the VAD's regions cover it:
 
 - ``missed``: no region touches it;
@@ -41,7 +42,7 @@ from vad_inputs import Scorer, neighbour_bounds, region_input, truth_spans, vad_
 
 from ser.audio import center_window, load_audio
 from ser.batch.segmentation import Segmentation
-from ser.corpus import read_ravdess, select
+from ser.corpus import load_corpus, select
 from ser.vad import SileroVad
 
 from common import describe_machine
@@ -118,7 +119,7 @@ def main(
     settings = Segmentation(
         "vad", threshold=vad_threshold, min_silence_s=vad_min_silence, refresh_s=vad_refresh
     )
-    clips = select(read_ravdess(data), split)
+    clips = select(load_corpus(data), split)
     scorer, vad = Scorer(model), SileroVad()
     print(f"data: {data} split={split} ({len(clips)} clips), seed {seed}, model {model}; "
           f"machine: {describe_machine()}")  # fmt: skip
