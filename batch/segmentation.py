@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ser.vad import FRAME
+from ser.vad import FRAME, THRESHOLD
 
 SEGMENTATIONS = ("vad", "windows")
 DEFAULT_SEGMENTATION = "windows"
@@ -32,7 +32,7 @@ class Segmentation:
     """``--segmentation`` and the VAD's settings (unused by ``windows``)."""
 
     mode: str = DEFAULT_SEGMENTATION
-    threshold: float = 0.5
+    threshold: float = THRESHOLD
     min_speech_s: float = 0.25
     min_silence_s: float = 0.3
     max_speech_s: float = 20.0

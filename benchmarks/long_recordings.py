@@ -161,10 +161,15 @@ def claim_match(span: tuple[float, float], regions: list, used: set[int]) -> boo
     return bool(best)
 
 
+def cover(span: tuple[float, float], region: tuple) -> float:
+    """How much of ``span`` the region ``(start, end, ...)`` covers, in their unit."""
+    return max(0, min(span[1], region[1]) - max(span[0], region[0]))
+
+
 def most_covering(span: tuple[float, float], regions: list) -> int | None:
     """The index of the region that covers most of ``span`` (None: no region touches it)."""
-    cover = [max(0, min(span[1], region[1]) - max(span[0], region[0])) for region in regions]
-    return int(np.argmax(cover)) if cover and max(cover) > 0 else None
+    covered = [cover(span, region) for region in regions]
+    return int(np.argmax(covered)) if covered and max(covered) > 0 else None
 
 
 def evaluate(recordings: list[Recording], report: Path, segments: Path) -> dict[str, float]:

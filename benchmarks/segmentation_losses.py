@@ -37,10 +37,10 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from long_recordings import RATE, Recording, build, iou, most_covering, recording_options
-from vad_inputs import Scorer, neighbour_bounds, region_input, truth_spans, vad_spans
+from long_recordings import RATE, Recording, build, cover, iou, most_covering, recording_options
+from vad_inputs import Scorer, truth_spans, vad_spans
 
-from ser.audio import center_window, load_audio
+from ser.audio import load_audio
 from ser.batch.segmentation import Segmentation
 from ser.corpus import load_corpus, select
 from ser.vad import SileroVad
@@ -54,12 +54,10 @@ CLASSES = (
 CONTEXT_S = 1.0
 
 
-def cover(span: tuple[int, int], region: tuple[int, int]) -> int:
-    return max(0, min(span[1], region[1]) - max(span[0], region[0]))
-
-
-def classify(recording: Recording, truth: list[tuple[int, int]], found: list) -> list[str]:
-    """Each true utterance's class (module docstring)."""
+def classify(
+    recording: Recording, truth: list[tuple[int, int]], found: list
+) -> tuple[list[str], list[int | None]]:
+    """Each true utterance's class (module docstring), and the region covering most of it."""
     owners = [most_covering(span, found) for span in truth]
     classes = []
     for index, span in enumerate(truth):
@@ -79,7 +77,7 @@ def classify(recording: Recording, truth: list[tuple[int, int]], found: list) ->
         else:
             short = cover(span, found[owner]) < 0.9 * (span[1] - span[0])
             classes.append("cut short" if short else "too long")
-    return classes
+    return classes, owners
 
 
 def inner_pauses(span: tuple[int, int], found: list) -> list[float]:
@@ -91,19 +89,8 @@ def inner_pauses(span: tuple[int, int], found: list) -> list[float]:
 
 def labels_of(signal: np.ndarray, spans: list[tuple[int, int]], scorer: Scorer) -> list[str]:
     """The model's label for each span, seen as ``ser-batch`` sees a region."""
-    sizes = (scorer.window, scorer.hop, scorer.single_limit)
-    bounds = neighbour_bounds(spans, signal.size)
-    labels = []
-    for span, bound in zip(spans, bounds, strict=True):
-        rows = region_input(signal, span, bound, CONTEXT_S, *sizes)
-        labels.append(scorer.model.labels[int(np.argmax(scorer.probs(rows)))])
-    return labels
-
-
-def whole_clip_label(path: Path, scorer: Scorer) -> str:
-    """The model's label for a source clip scored whole, as ``benchmarks/accuracy.py`` does."""
-    probs = scorer.probs([center_window(load_audio(path), scorer.window)])
-    return scorer.model.labels[int(np.argmax(probs))]
+    probs = scorer.regions(signal, spans, CONTEXT_S)
+    return [scorer.model.labels[int(np.argmax(p))] for p in probs]
 
 
 @click.command()
@@ -133,9 +120,9 @@ def main(
             found, truth = vad_spans(signal, vad, settings), truth_spans(recording)
             found_labels = labels_of(signal, found, scorer)
             oracle_labels = labels_of(signal, truth, scorer)
-            for index, kind in enumerate(classify(recording, truth, found)):
+            classes, owners = classify(recording, truth, found)
+            for index, (kind, owner) in enumerate(zip(classes, owners, strict=True)):
                 label, clip = recording.utterances[index][2:]
-                owner = most_covering(truth[index], found)
                 counts[kind][0] += 1
                 counts[kind][1] += oracle_labels[index] == label
                 counts[kind][2] += owner is not None and found_labels[owner] == label
@@ -147,7 +134,11 @@ def main(
                     level = 10 * np.log10(float(np.mean(span**2)) + 1e-12)
                     missed.append(f"{clip.name} {label} {level:.0f} dBFS")
     utterances = [u for r in recordings for u in r.utterances]
-    whole = {path: whole_clip_label(path, scorer) for path in {u[3] for u in utterances}}
+    labels = scorer.model.labels
+    whole = {
+        path: labels[int(np.argmax(scorer.whole(load_audio(path))))]
+        for path in {u[3] for u in utterances}
+    }
     total = sum(c[0] for c in counts.values())
     clips_whole = np.mean([whole[u[3]] == u[2] for u in utterances])
     print(f"{len(recordings)} recordings, {total} utterances; their source clips scored whole "

@@ -34,7 +34,7 @@ from ser.audio import center_window, load_audio
 from ser.training.augment import room_background
 from ser.training.backbones import load_backbone
 from ser.training.heads import valid_frames
-from ser.training.speech_gate import frame_marks, gate_regression, linear_rule
+from ser.training.speech_gate import frame_marks, gate_regression, linear_rule, sample_frames
 from ser.vad import SileroVad
 
 WINDOW = 4 * RATE
@@ -73,15 +73,12 @@ class Encoder:
                 spoken = torch.where(spoken.any(dim=1, keepdim=True), spoken, valid)
                 out["all"].append(pooled(states, valid))
                 out["speech"].append(pooled(states, spoken))
-                flat = states.transpose(1, 2).flatten(2)  # [batch, frames, layers x hidden]
                 if self.gate is None:
                     rng = np.random.default_rng(self.windows)
-                    for row in range(flat.shape[0]):
-                        picks = np.flatnonzero(valid[row].numpy())
-                        picks = rng.choice(picks, min(24, picks.size), replace=False)
-                        self.frames.append((flat[row, picks].numpy(), spoken[row, picks].numpy()))
+                    self.frames += sample_frames(states, valid, spoken, rng)
                     out["gate"].append(pooled(states, valid))
                 else:
+                    flat = states.transpose(1, 2).flatten(2)  # [batch, frames, layers x hidden]
                     gated = valid & ((flat @ self.gate[0] + self.gate[1]) > 0)
                     gated = torch.where(gated.any(dim=1, keepdim=True), gated, valid)
                     out["gate"].append(pooled(states, gated))

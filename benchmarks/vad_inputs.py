@@ -126,6 +126,22 @@ class Scorer:
         self.rows += len(rows)
         return np.concatenate(out).mean(axis=0)
 
+    def whole(self, signal: np.ndarray) -> np.ndarray:
+        """A clip scored whole: one window centred on it, as ``benchmarks/accuracy.py``."""
+        return self.probs([center_window(signal, self.window)])
+
+    def regions(
+        self, signal: np.ndarray, spans: list[tuple[int, int]], margin: float | None,
+        floor_db: float | None = None, gate_db: float | None = None,
+    ) -> list[np.ndarray]:  # fmt: skip
+        """Each span's probabilities, its input built by :func:`region_input`."""
+        bounds = neighbour_bounds(spans, signal.size)
+        sizes = (self.window, self.hop, self.single_limit)
+        return [
+            self.probs(region_input(signal, span, bound, margin, *sizes, floor_db, gate_db))
+            for span, bound in zip(spans, bounds, strict=True)
+        ]
+
 
 def evaluate(
     recordings: list[Recording], signals: dict[str, np.ndarray],
@@ -141,12 +157,7 @@ def evaluate(
     predicted, single, single_right = [], 0, 0
     for recording in recordings:
         signal, found = signals[recording.name], spans[recording.name]
-        bounds = neighbour_bounds(found, signal.size)
-        sizes = (scorer.window, scorer.hop, scorer.single_limit)
-        probs = [
-            scorer.probs(region_input(signal, span, bound, margin, *sizes, floor_db, gate_db))
-            for span, bound in zip(found, bounds, strict=True)
-        ]
+        probs = scorer.regions(signal, found, margin, floor_db, gate_db)
         predicted += [labels[int(np.argmax(p))] for p in probs]
         if recording.kind == "single":
             single += 1
@@ -225,11 +236,8 @@ def main(
             sets[silent] = recordings, signals
         recordings = sets[False][0]
         used = sorted({u[3] for r in recordings for u in r.utterances})
-        whole = {p: scorer.probs([center_window(load_audio(p), scorer.window)]) for p in used}
-        cut = {
-            p: scorer.probs([center_window(trim_to_speech(load_audio(p)), scorer.window)])
-            for p in used
-        }
+        whole = {p: scorer.whole(load_audio(p)) for p in used}
+        cut = {p: scorer.whole(trim_to_speech(load_audio(p))) for p in used}
         rng = np.random.default_rng(seed)
         noisy = {}
         for kind in ("noise", "room"):
@@ -237,7 +245,7 @@ def main(
             for p in used:
                 signal = load_audio(p)
                 signal = signal + background(signal.size, kind, rng)
-                noisy[kind][p] = scorer.probs([center_window(signal, scorer.window)])
+                noisy[kind][p] = scorer.whole(signal)
         labels = scorer.model.labels
         utterances = [u for r in recordings for u in r.utterances]
         references = (

@@ -5,9 +5,9 @@
 Builds ``benchmarks/long_recordings.py``'s recordings from one split's RAVDESS clips (``train``
 too: the VAD was never fitted to any of them, so the 20 training actors are a fair place to
 choose its settings, where validation's two actors are few) and reports, for each
-``THRESHOLD/MIN_SILENCE[/PAD[/REFRESH]]`` setting, utterance precision and recall at IoU >= 0.5 (one
-region to one utterance, as ``long_recordings.py``), overall and for each actor (each
-recording holds one actor's clips when built per actor, ``--per-actor``), and how the misses
+``THRESHOLD/MIN_SILENCE[/PAD[/REFRESH]]`` setting, utterance precision and recall at IoU >= 0.5
+(one region to one utterance, as ``long_recordings.py``), overall and for each actor (each
+recording is built from one actor's clips, ``--files`` of them per actor), and how the misses
 split: an utterance covered by a region that also covers another one (merged), one whose best
 region covers under half of it (cut short or split), or none at all (missed).
 """

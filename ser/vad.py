@@ -30,6 +30,8 @@ import onnxruntime as ort
 from ser.errors import ModelError
 from ser.models import vad_model_path
 
+THRESHOLD = 0.5
+"""Silero's own speech threshold: ``--vad-threshold``'s default and the speech gate's marks."""
 FRAME = 512
 """Samples per VAD frame at 16 kHz (32 ms): frame ``i`` covers ``[FRAME*i, FRAME*(i+1))``."""
 CONTEXT = 64

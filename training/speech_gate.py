@@ -26,13 +26,11 @@ from ser.training.backbones import SpeechEncoder
 from ser.training.devices import encoder_arithmetic
 from ser.training.heads import valid_frames
 from ser.training.progress import Stage
-from ser.vad import FRAME, SileroVad
+from ser.vad import FRAME, THRESHOLD, SileroVad
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-VAD_THRESHOLD = 0.5
-"""Silero's own threshold, as ``--vad-threshold``'s default."""
 FRAMES_PER_WINDOW = 24
 """Frames drawn from each window: enough for a linear rule, few enough to fit in seconds."""
 
@@ -49,7 +47,7 @@ class FittedGate:
 def speech_marks(signal: np.ndarray, vad: SileroVad) -> np.ndarray:
     """Per sample: 1 where Silero's probability for its 32 ms frame reaches the threshold."""
     probs = vad.probabilities(signal)
-    marks = np.repeat((probs >= VAD_THRESHOLD).astype(np.float32), FRAME)[: signal.size]
+    marks = np.repeat((probs >= THRESHOLD).astype(np.float32), FRAME)[: signal.size]
     return np.pad(marks, (0, signal.size - marks.size))
 
 
@@ -95,14 +93,22 @@ def _marked_frames(
     frames = states.shape[2]
     valid = valid_frames(audio, samples_per_frame, frames)
     speech = frame_marks(marks, samples_per_frame, frames)
+    pairs = sample_frames(states, valid, speech, rng)
+    return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
+
+
+def sample_frames(
+    states: torch.Tensor, valid: torch.Tensor, speech: torch.Tensor, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each window, up to ``FRAMES_PER_WINDOW`` of its valid frames drawn at random: their
+    states (layers side by side) and their speech marks."""
     flat = states.transpose(1, 2).flatten(2)  # [batch, frames, layers x hidden]
-    features, targets = [], []
+    pairs = []
     for row in range(flat.shape[0]):
         picks = np.flatnonzero(valid[row].numpy())
         picks = rng.choice(picks, min(FRAMES_PER_WINDOW, picks.size), replace=False)
-        features.append(flat[row, picks].numpy())
-        targets.append(speech[row, picks].numpy())
-    return np.concatenate(features), np.concatenate(targets)
+        pairs.append((flat[row, picks].numpy(), speech[row, picks].numpy()))
+    return pairs
 
 
 def fit_speech_gate(
