@@ -173,6 +173,22 @@ def main() -> None:
     "through the whole file.",
 )
 @click.option(
+    "--vad-sentence-pause",
+    type=click.FloatRange(min=0),
+    default=None,
+    help=f"Seconds: neighbouring regions closer than this that fit one model window together, "
+    f"one shorter than --vad-sentence-part, are scored as one sentence (each keeps its own "
+    f"row, with the sentence's scores); 0: each region alone. [default: "
+    f"{Segmentation.sentence_pause_s:g}; 0 in speaker mode]",
+)
+@click.option(
+    "--vad-sentence-part",
+    type=click.FloatRange(min=0),
+    default=Segmentation.sentence_part_s,
+    show_default=True,
+    help="Seconds: only a pair in which one region is shorter than this is joined; 0: any pair.",
+)
+@click.option(
     "--segments",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,

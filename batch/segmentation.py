@@ -7,12 +7,14 @@ VAD's frame probabilities into regions the way Silero's ``get_speech_timestamps`
 ``min_silence_s`` merged, regions shorter than ``min_speech_s`` dropped, regions longer than
 ``max_speech_s`` split at their longest pause, ``pad_s`` added on both sides), but frame by
 frame as the audio arrives, so a long file never needs its whole list of probabilities.
+:func:`join_sentences` groups regions that look like one sentence cut at a pause inside it,
+for scoring (:mod:`ser.batch.utterances`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +46,12 @@ class Segmentation:
     refresh_s: float = 0.0
     """Seconds between restarts of the VAD's recurrent state, on two lanes half a period apart
     (:mod:`ser.vad`); 0 carries one state through the whole recording, as Silero does."""
+    sentence_pause_s: float = 1.0
+    """Neighbouring regions this close that fit one model window together, one of them shorter
+    than :attr:`sentence_part_s`, are scored as one sentence (:func:`join_sentences`); 0
+    scores every region alone. Chosen on validation actors 21-22 (README "Segmentation")."""
+    sentence_part_s: float = 1.2
+    """Only a pair with a region this short (a fragment of a sentence) is joined; 0: any pair."""
 
     def __post_init__(self) -> None:
         """Refuse impossible settings, saying what is allowed.
@@ -56,13 +64,17 @@ class Segmentation:
                 f"unknown segmentation {self.mode!r}; expected one of {', '.join(SEGMENTATIONS)}"
             )
         values = (self.threshold, self.min_speech_s, self.min_silence_s, self.max_speech_s,
-                  self.pad_s, self.context_s, self.refresh_s)  # fmt: skip
+                  self.pad_s, self.context_s, self.refresh_s, self.sentence_pause_s,
+                  self.sentence_part_s)  # fmt: skip
         if not all(math.isfinite(value) for value in values):
             raise ValueError("VAD settings must be finite numbers (not nan or inf)")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"VAD threshold must lie between 0 and 1, got {self.threshold}")
-        if self.min_speech_s < 0 or self.pad_s < 0 or self.context_s < 0:
-            raise ValueError("VAD minimum speech, padding and context must not be negative")
+        if min(self.min_speech_s, self.pad_s, self.context_s, self.sentence_pause_s,
+               self.sentence_part_s) < 0:  # fmt: skip
+            raise ValueError(
+                "VAD minimum speech, padding, context and sentence settings must not be negative"
+            )
         if self.min_silence_s < 2 * self.pad_s:
             raise ValueError(
                 f"VAD minimum silence ({self.min_silence_s} s) must be at least twice the padding "
@@ -90,7 +102,23 @@ class Segmentation:
             f"max_speech={_exact(self.max_speech_s)} pad={_exact(self.pad_s)} "
             f"context={_exact(self.context_s)}"
             + (f" refresh={_exact(self.refresh_s)}" if self.refresh_s else "")
+            + (
+                f" sentence_pause={_exact(self.sentence_pause_s)} "
+                f"sentence_part={_exact(self.sentence_part_s)}"
+                if self.sentence_pause_s
+                else ""
+            )
         )
+
+    @property
+    def sentence_pause(self) -> int:
+        """:attr:`sentence_pause_s` in samples."""
+        return round(self.sentence_pause_s * SAMPLE_RATE)
+
+    @property
+    def sentence_part(self) -> int:
+        """:attr:`sentence_part_s` in samples."""
+        return round(self.sentence_part_s * SAMPLE_RATE)
 
     @property
     def refresh_frames(self) -> int:
@@ -197,3 +225,38 @@ class SpeechTracker:
             region = Region(region.start, min(region.end, total))
         self.last_end = region.end
         return region
+
+
+def join_sentences(
+    regions: Sequence[Region], pause: int, longest: int, part: int = 0
+) -> list[list[Region]]:
+    """Consecutive regions grouped into sentences, for scoring (a sentence cut at a pause
+    inside it scores far worse in parts).
+
+    A region joins the sentence before it when the pause between them is under ``pause``
+    samples, the sentence with it spans at most ``longest`` samples (one model window, so the
+    model sees all of it), and, if ``part`` is set, the sentence's last region or this one is
+    shorter than ``part`` samples. ``pause`` 0: every region its own sentence.
+    """
+    return extend_sentences([], regions, pause, longest, part)
+
+
+def extend_sentences(
+    sentences: list[list[Region]], regions: Iterable[Region], pause: int, longest: int,
+    part: int = 0,
+) -> list[list[Region]]:  # fmt: skip
+    """:func:`join_sentences` as regions arrive: ``regions`` (later than any in
+    ``sentences``) join the last sentence or start new ones; ``sentences`` is returned."""
+    for region in regions:
+        if sentences and _joins(sentences[-1], region, pause, longest, part):
+            sentences[-1].append(region)
+        else:
+            sentences.append([region])
+    return sentences
+
+
+def _joins(sentence: list[Region], region: Region, pause: int, longest: int, part: int) -> bool:
+    last = sentence[-1]
+    if region.start - last.end >= pause or region.end - sentence[0].start > longest:
+        return False
+    return not part or min(last.end - last.start, region.end - region.start) < part

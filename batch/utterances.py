@@ -8,16 +8,21 @@ long is one window centred on it: the region with up to ``context_s`` (1 s) of t
 each side, never past the middle of the pause before or after (never a neighbour's speech),
 zero-padded beyond. The model pools over every frame that is not zero padding, and it was
 trained on clips with about 1 s of near-silence around the speech: the region alone scores far
-lower (validation, README "Segmentation"). A longer region is cut into windows of its own
-samples every hop, the last one zero-padded. An eGeMAPS model gets one feature row per region;
-a region too short for openSMILE to measure (under about 0.08 s, possible only with
-``--vad-min-speech`` and ``--vad-pad`` near 0) is left out, as regions under the minimum are.
+lower (validation, README "Segmentation"). Neighbouring regions that look like one sentence
+cut at a pause inside it (``--vad-sentence-pause``: a pause under 1 s, one of the two under
+1.2 s, together within one window) are scored as one such region, from the first one's start
+to the last one's end, and each of them gets that row: the parts of a sentence score far worse
+alone. A longer region is cut into windows of its own samples every hop, the last one
+zero-padded. An eGeMAPS model gets one feature row per region (never joined); a region too
+short for openSMILE to measure (under about 0.08 s, possible only with ``--vad-min-speech`` and
+``--vad-pad`` near 0) is left out, as regions under the minimum are.
 
 Each row's ``starts``/``ends`` are the part of its region it covers (its weight within the
-region); ``regions`` and ``region_of_row`` say which region a row belongs to. A region is
-emitted once its context is final, so only the audio from the earliest region still pending
-is held, however long the file: at most about two ``--vad-max-speech`` regions and their
-context, since a finished region waits for the next one while that one is still open.
+region); ``regions`` and ``region_of_row`` say which region a row belongs to. A sentence is
+emitted once no later region can join it and its context is final, so only the audio from the
+earliest region still pending is held, however long the file: at most about two
+``--vad-max-speech`` regions and their context, since a finished region waits for the next one
+while that one is still open.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ import numpy as np
 
 from ser.audio import center_window, split_windows
 from ser.batch.frontends import EgemapsFrontend, ModelInputs, WaveformFrontend
-from ser.batch.segmentation import SAMPLE_RATE, Region, Segmentation, SpeechTracker
+from ser.batch.segmentation import (
+    SAMPLE_RATE,
+    Region,
+    Segmentation,
+    SpeechTracker,
+    extend_sentences,
+)
 from ser.errors import AudioError
 from ser.vad import SileroVad
 
@@ -46,6 +57,9 @@ class SpeechFrontend:
         # the recording a short region's window shows on either side of it (at most half a window)
         self.context = min(window // 2, round(segmentation.context_s * SAMPLE_RATE))
         self.clip_limit = getattr(inner, "single_limit", 0)
+        # a sentence fits one window (an eGeMAPS model has none: its regions are never joined)
+        pause = segmentation.sentence_pause if window else 0
+        self.sentence = (pause, window, segmentation.sentence_part)
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:
         """All of a decoded signal's rows: exactly the chunks :meth:`stream_inputs` yields."""
@@ -56,28 +70,31 @@ class SpeechFrontend:
         vad = self.vad.stream(self.segmentation.refresh_frames)
         tracker = SpeechTracker(self.segmentation)
         buffer, offset, total = np.zeros(0, np.float32), 0, 0
-        pending: list[Region] = []
-        previous_end = 0  # end of the last emitted region: where the left context may start
+        pending: list[list[Region]] = []  # sentences not emitted yet (the last may still grow)
+        previous_end = 0  # end of the last emitted sentence: where the left context may start
         for block in blocks:
             block = np.asarray(block, np.float32)
             buffer = np.concatenate([buffer, block])
             total += block.size
-            pending += tracker.feed(vad.feed(block))
+            self._extend(pending, tracker.feed(vad.feed(block)))
             if total <= self.clip_limit:
                 continue  # still a clip: scored whole at the end, so every sample is kept
             ready = self._ready(pending, tracker.settled)
             if ready:
                 pending = pending[len(ready) :]
                 yield self._rows(ready, pending, buffer, offset, previous_end, total, final=False)
-                previous_end = ready[-1].end
+                previous_end = ready[-1][-1].end
             keep_from = self._keep_from(pending, previous_end, tracker.settled, total)
             buffer, offset = buffer[keep_from - offset :].copy(), keep_from
-        pending += tracker.feed(vad.finish())
-        pending += tracker.finish(total)
+        self._extend(pending, tracker.feed(vad.finish()))
+        self._extend(pending, tracker.finish(total))
         if total <= self.clip_limit and pending:
-            yield self._clip(buffer, Region(pending[0].start, pending[-1].end))
+            yield self._clip(buffer, Region(pending[0][0].start, pending[-1][-1].end))
             return
         yield self._rows(pending, [], buffer, offset, previous_end, total, final=True)
+
+    def _extend(self, pending: list[list[Region]], regions: list[Region]) -> None:
+        extend_sentences(pending, regions, *self.sentence)
 
     def _clip(self, signal: np.ndarray, speech: Region) -> ModelInputs:
         """A clip with speech: one utterance, on the window training evaluated clips on."""
@@ -88,30 +105,33 @@ class SpeechFrontend:
             region_of_row=np.zeros(1, np.int64), samples=signal.size,
         )  # fmt: skip
 
-    def _ready(self, pending: list[Region], settled: int) -> list[Region]:
-        """The pending regions whose right context can no longer change."""
+    def _ready(self, pending: list[list[Region]], settled: int) -> list[list[Region]]:
+        """The pending sentences that are complete and whose right context can no longer
+        change."""
         count = 0
-        for index, region in enumerate(pending):
+        for index, sentence in enumerate(pending):
             has_next = index + 1 < len(pending)
-            # a later region starts at or after ``settled``: 2 contexts on, the middle of the
-            # pause lies past this region's right context, so that context is final
-            if not has_next and settled < region.end + 2 * self.context:
+            # a later region starts at or after ``settled``: a sentence pause on, none can join
+            # this sentence; 2 contexts on, the middle of the pause lies past its right context
+            wait = max(2 * self.context, self.sentence[0])
+            if not has_next and settled < sentence[-1].end + wait:
                 break
             count += 1
         return pending[:count]
 
-    def _keep_from(self, pending: list[Region], previous_end: int, settled: int, total: int) -> int:
+    def _keep_from(
+        self, pending: list[list[Region]], previous_end: int, settled: int, total: int
+    ) -> int:
         """The first sample any later row may need."""
         if pending:
-            first = pending[0]
-            return max(previous_end, first.start - self.context, 0)
+            return max(previous_end, pending[0][0].start - self.context, 0)
         start = min(settled, total)
         return max(previous_end, start - self.context, 0) if start > previous_end else previous_end
 
     def _rows(
         self,
-        ready: list[Region],
-        after: list[Region],
+        ready: list[list[Region]],
+        after: list[list[Region]],
         buffer: np.ndarray,
         offset: int,
         previous_end: int,
@@ -119,22 +139,31 @@ class SpeechFrontend:
         *,
         final: bool,
     ) -> ModelInputs:
+        """The rows of the ``ready`` sentences: each scored as one region from its first
+        speech to its last, and each region in it given that row (covering the region)."""
         rows, starts, ends, owner, scored = [], [], [], [], []
-        for index, region in enumerate(ready):
+        for index, sentence in enumerate(ready):
             following = ready[index + 1] if index + 1 < len(ready) else (after or [None])[0]
+            region = Region(sentence[0].start, sentence[-1].end)
             left = (previous_end + region.start) // 2 if previous_end else 0
-            right = (region.end + following.start) // 2 if following is not None else total
+            right = (region.end + following[0].start) // 2 if following is not None else total
             left = max(left, region.start - self.context, offset)
             right = min(right, region.end + self.context) if self.context else region.end
             part = self._region_rows(region, left, right, buffer, offset)
             previous_end = region.end
             if not part[0]:
                 continue  # too short to measure: left out, as a region under --vad-min-speech
-            rows += part[0]
-            starts += part[1]
-            ends += part[2]
-            owner += [len(scored)] * len(part[0])
-            scored.append(region)
+            if len(sentence) == 1:
+                rows += part[0]
+                starts += part[1]
+                ends += part[2]
+                owner += [len(scored)] * len(part[0])
+            else:  # it fits one window: that one row, repeated for each of its regions
+                rows += part[0] * len(sentence)
+                starts += [member.start for member in sentence]
+                ends += [member.end for member in sentence]
+                owner += range(len(scored), len(scored) + len(sentence))
+            scored += sentence
         return ModelInputs(
             _stack(rows, self._row_shape()), np.array(starts, np.int64), np.array(ends, np.int64),
             regions=np.array([[r.start, r.end] for r in scored], np.int64).reshape(-1, 2),

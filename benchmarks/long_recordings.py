@@ -75,15 +75,30 @@ def background(samples: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     return (brown + hum).astype(np.float32)
 
 
+def with_pause(speech: np.ndarray, seconds: float, frame: int = 512) -> np.ndarray:
+    """``speech`` with ``seconds`` of digital silence inserted at its quietest 32 ms frame in
+    the middle 40% (a pause inside the sentence, the background is added over it later)."""
+    frames = speech[: speech.size // frame * frame].reshape(-1, frame)
+    first, last = int(0.3 * len(frames)), max(int(0.7 * len(frames)), int(0.3 * len(frames)) + 1)
+    quietest = first + int(np.argmin((frames[first:last] ** 2).mean(axis=1)))
+    at = quietest * frame + frame // 2
+    return np.concatenate([speech[:at], np.zeros(round(seconds * RATE), np.float32), speech[at:]])
+
+
 def build(
-    clips, count: int, seed: int, folder: Path, *, quiet: bool = False, extra_single: int = 0
-) -> list[Recording]:
+    clips, count: int, seed: int, folder: Path, *, quiet: bool = False, extra_single: int = 0,
+    pauses: float = 0.0,
+) -> list[Recording]:  # fmt: skip
     """Write ``count`` recordings into ``folder``, then ``extra_single`` more single-emotion
     ones (the first ``count`` do not change with it); return what each holds.
 
     ``quiet``: no background at all (digital silence between utterances), for ablations.
+    ``pauses``: the chance that an utterance gets one pause of 0.3-1.0 s inside it
+    (:func:`with_pause`), drawn from a stream of its own: 0 builds the recordings it always
+    did; otherwise the first recording holds the same utterances, the later ones others (the
+    background's draws follow the recording's length).
     """
-    rng = np.random.default_rng(seed)
+    rng, pause_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     by_label: dict[str, list] = {}
     for clip in clips:
         by_label.setdefault(clip.label, []).append(clip)
@@ -103,6 +118,8 @@ def build(
         recording = Recording(f"rec{index:02d}-{kind}.wav", kind, ("noise", "room")[index % 2])
         for clip in chosen:
             speech = cut[clip.path] * np.float32(10 ** (rng.uniform(-3, 3) / 20))
+            if pauses and pause_rng.random() < pauses:
+                speech = with_pause(speech, pause_rng.uniform(0.3, 1.0))
             recording.utterances.append(
                 (position, position + speech.size / RATE, clip.label, clip.path)
             )
@@ -285,6 +302,7 @@ def recording_options(
 @click.option("--vad-pad", default=None, type=float, help="Passed to the vad run.")
 @click.option("--vad-context", default=None, type=float, help="Passed to the vad run.")
 @click.option("--vad-refresh", default=None, type=float, help="Passed to the vad run.")
+@click.option("--vad-sentence-pause", default=None, type=float, help="Passed to the vad run.")
 @click.option(
     "--speaker-mode", is_flag=True,
     help="Also score with --segmentation vad in speaker mode, from an RTTM of the true actors.",

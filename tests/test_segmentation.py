@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from ser.batch.cli import main as batch_main
 from ser.batch.frontends import WaveformFrontend, frontend_for
-from ser.batch.segmentation import Region, Segmentation, SpeechTracker
+from ser.batch.run import RunOptions
+from ser.batch.segmentation import Region, Segmentation, SpeechTracker, join_sentences
 from ser.batch.utterances import SpeechFrontend
 from ser.metadata import ModelMetadata
 from ser.vad import FRAME, SileroVad
@@ -85,6 +86,9 @@ def test_regions_do_not_depend_on_how_the_frames_arrive(chunk):
         (dict(max_speech_s=float("inf")), "finite"),
         (dict(refresh_s=0.5), "0 \\(never\\) or at least 1 s"),
         (dict(refresh_s=float("nan")), "finite"),
+        (dict(sentence_pause_s=-0.5), "must not be negative"),
+        (dict(sentence_pause_s=float("nan")), "finite"),
+        (dict(sentence_part_s=-1.0), "must not be negative"),
     ],
 )
 def test_impossible_settings_are_refused_saying_what_is_allowed(settings, message):
@@ -110,11 +114,11 @@ def test_the_vad_state_is_carried_across_blocks_bit_for_bit():
     assert np.array_equal(np.concatenate([*pieces, stream.finish()]), whole)
 
 
-def _frontend(window_s: float = 4.0, refresh_s: float = 0.0) -> SpeechFrontend:
+def _frontend(window_s: float = 4.0, **settings: float) -> SpeechFrontend:
     metadata = ModelMetadata(
         "waveform", ("a", "b"), RATE, "audio", "probs", window_s=window_s, hop_s=window_s
     )
-    return SpeechFrontend(WaveformFrontend(metadata), Segmentation("vad", refresh_s=refresh_s))
+    return SpeechFrontend(WaveformFrontend(metadata), Segmentation("vad", **settings))
 
 
 def _plain_from(signal: np.ndarray, first: int, last: int) -> np.ndarray:
@@ -308,7 +312,9 @@ def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes
          "--vad-context", "0.5"],
     )  # fmt: skip
     assert "0 unchanged files kept" in result.output  # the context is part of the key
-    assert {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())} == {"0.5"}
+    sentence = " sentence_pause=1 sentence_part=1.2"
+    settings = {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())}
+    assert settings == {"0.5" + sentence}
     result = CliRunner().invoke(
         batch_main,
         ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "vad",
@@ -316,7 +322,15 @@ def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes
     )  # fmt: skip
     assert "0 unchanged files kept" in result.output  # so is the VAD's refresh
     settings = {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())}
-    assert settings == {"0.5 refresh=2"}
+    assert settings == {"0.5 refresh=2" + sentence}
+    result = CliRunner().invoke(
+        batch_main,
+        ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "vad",
+         "--vad-context", "0.5", "--vad-refresh", "2", "--vad-sentence-part", "0.8"],
+    )  # fmt: skip
+    assert "0 unchanged files kept" in result.output  # and the sentence rule
+    settings = {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())}
+    assert settings == {"0.5 refresh=2 sentence_pause=1 sentence_part=0.8"}
     result = CliRunner().invoke(
         batch_main,
         ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "windows"],
@@ -332,6 +346,7 @@ def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes
         (["--vad-context", "nan"], "finite"),
         (["--vad-pad", "inf"], "finite"),
         (["--hop", "nan"], "not a finite number"),
+        (["--speaker-from", "folder", "--vad-sentence-pause", "1"], "must be 0 in speaker mode"),
     ],
 )
 def test_impossible_vad_settings_are_one_line_before_any_work(tmp_path, option, message):
@@ -351,6 +366,8 @@ def test_the_settings_cell_tells_apart_settings_that_differ_past_six_digits():
     described = {Segmentation("vad", threshold=t).describe("f" * 64) for t in (a, b)}
     assert len(described) == 2
     assert "threshold=0.5 " in Segmentation("vad").describe("f" * 64)  # as before: same keys
+    assert "sentence" not in Segmentation("vad", sentence_pause_s=0).describe("f" * 64)
+    assert Segmentation("vad").describe("f" * 64).endswith(" sentence_pause=1 sentence_part=1.2")
 
 
 def test_an_egemaps_region_too_short_to_measure_is_left_out_not_the_whole_file():
@@ -370,6 +387,21 @@ def test_an_egemaps_region_too_short_to_measure_is_left_out_not_the_whole_file()
     assert len(inputs.rows) == len(inputs.regions) and np.isfinite(inputs.rows).all()
 
 
+def _window_row(
+    signal: np.ndarray, span: tuple[int, int], bounds: tuple[int, int], window: int
+) -> np.ndarray:
+    """The window a short region ``span`` is scored on, its context within ``bounds``."""
+    left, right = bounds
+    if right - left <= window:
+        row = np.zeros(window, np.float32)
+        pad = (window - (right - left)) // 2
+        row[pad : pad + right - left] = signal[left:right]
+        return row
+    # more context than a window holds: the window centred on the region, within it
+    begin = min(max((span[0] + span[1]) // 2 - window // 2, left), right - window)
+    return signal[begin : begin + window]
+
+
 @pytest.mark.parametrize("context_s", [0.0, 1.0, 2.0])
 def test_a_short_region_is_seen_with_its_context_up_to_the_middle_of_each_pause(context_s):
     spans = [(1.0, 3.0), (6.0, 7.5), (11.0, 12.5)]
@@ -387,13 +419,7 @@ def test_a_short_region_is_seen_with_its_context_up_to_the_middle_of_each_pause(
         middle_after = (end + regions[index + 1][0]) // 2 if index < 2 else signal.size
         left, right = max(start - reach, middle_before), min(end + reach, middle_after)
         bounded_by_pause.append(left == middle_before and index > 0)
-        if right - left <= window:
-            expected = np.zeros(window, np.float32)
-            pad = (window - (right - left)) // 2
-            expected[pad : pad + right - left] = signal[left:right]
-        else:  # more context than a window holds: the window centred on the region, within it
-            begin = min(max((start + end) // 2 - window // 2, left), right - window)
-            expected = signal[begin : begin + window]
+        expected = _window_row(signal, (start, end), (left, right), window)
         assert np.array_equal(inputs.rows[index], expected), (context_s, index)
     # 2 s reaches past the middle of the 3 s pauses; 1 s does not
     assert any(bounded_by_pause) == (context_s == 2.0)
@@ -404,3 +430,72 @@ def test_a_non_finite_hop_is_refused_through_the_api_too():
     for hop in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match="finite"):
             WaveformFrontend(metadata, hop)
+
+
+def test_close_regions_that_fit_one_window_are_joined_into_sentences():
+    def region(start: float, end: float) -> Region:
+        return Region(round(start * RATE), round(end * RATE))
+
+    a, b, c, d = region(1.0, 2.0), region(2.6, 3.5), region(6.0, 7.0), region(7.5, 10.5)
+    second, window = RATE, 4 * RATE  # c and d are 0.5 s apart but span 4.5 s together
+    assert join_sentences([a, b, c, d], second, window) == [[a, b], [c], [d]]
+    assert join_sentences([a, b, c, d], 0, window) == [[a], [b], [c], [d]]
+    assert join_sentences([a, b, c, d], second // 2, window) == [[a], [b], [c], [d]]  # 0.6 s
+    assert join_sentences([a, b, c, d], second, 5 * RATE) == [[a, b], [c, d]]
+    # with a part length, only a pair with a region shorter than it is joined
+    assert join_sentences([a, b], second, window, part=round(0.95 * RATE)) == [[a, b]]
+    assert join_sentences([a, b], second, window, part=round(0.8 * RATE)) == [[a], [b]]
+
+
+def test_a_sentence_is_scored_on_one_window_that_each_of_its_regions_gets():
+    spans = [(1.0, 2.0), (2.6, 3.6), (7.0, 8.5), (12.0, 13.5)]
+    signal = bursts(spans, 15.0, seed=0)
+    alone = _frontend(sentence_pause_s=0.0).inputs(signal)
+    joined = _frontend().inputs(signal)  # the default: 1 s pauses, one region under 1.2 s
+    assert np.array_equal(joined.regions, alone.regions) and len(joined.regions) == 4
+    assert np.array_equal(joined.region_of_row, [0, 1, 2, 3])
+    assert np.array_equal(joined.starts, alone.starts) and np.array_equal(joined.ends, alone.ends)
+    (first, _), (_, last) = joined.regions[0], joined.regions[1]
+    right = min(last + RATE, (last + joined.regions[2][0]) // 2)
+    sentence = _window_row(signal, (first, last), (max(first - RATE, 0), right), 4 * RATE)
+    assert np.array_equal(joined.rows[0], sentence) and np.array_equal(joined.rows[1], sentence)
+    assert not np.array_equal(alone.rows[0], alone.rows[1])
+    assert np.array_equal(joined.rows[2:], alone.rows[2:])  # 3.5 s apart: each alone
+    for block in (3_000, 7_001, 16_000 * 5):
+        chunks = list(
+            _frontend().stream_inputs(signal[s : s + block] for s in range(0, signal.size, block))
+        )
+        assert len(chunks) > 1
+        for name in ("rows", "starts", "ends", "regions"):
+            streamed = np.concatenate([getattr(chunk, name) for chunk in chunks])
+            assert np.array_equal(streamed, getattr(joined, name)), (block, name)
+
+
+def test_the_sentence_pause_reaches_the_cli_and_the_settings_cell(tmp_path):
+    audio = tmp_path / "talk.wav"
+    sf.write(audio, bursts([(1.0, 2.0), (2.6, 3.6), (7.0, 8.5)], 10.0, seed=0), RATE)
+    cells = {}
+    for pause in ("0", "1"):
+        cells[pause] = _score(
+            [audio], tmp_path / f"r{pause}.csv", "--vad-sentence-pause", pause,
+            "--segments", tmp_path / f"r{pause}.segments.csv",
+        )  # fmt: skip
+    assert "sentence_pause" not in cells["0"][0]["settings"]
+    assert cells["1"][0]["settings"].endswith(" sentence_pause=1 sentence_part=1.2")
+    segments = {
+        pause: list(csv.DictReader((tmp_path / f"r{pause}.segments.csv").open())) for pause in cells
+    }
+    assert [len(rows) for rows in segments.values()] == [3, 3]
+    joined = segments["1"]
+    assert joined[0]["p_neutral"] == joined[1]["p_neutral"] != joined[2]["p_neutral"]
+    assert segments["0"][0]["p_neutral"] != segments["0"][1]["p_neutral"]
+
+
+def test_speaker_mode_scores_every_region_alone_by_default():
+    plain = RunOptions("r.csv", segmentation="vad").segmenting()
+    speakers = RunOptions("r.csv", segmentation="vad", speaker_from="folder").segmenting()
+    assert plain.sentence_pause_s == Segmentation.sentence_pause_s > 0
+    assert speakers.sentence_pause_s == 0
+    assert "sentence" not in speakers.describe("f" * 64)  # speaker runs keep their keys
+    explicit = RunOptions("r.csv", segmentation="vad", vad_sentence_pause=0.5).segmenting()
+    assert explicit.sentence_pause_s == 0.5
