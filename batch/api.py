@@ -276,22 +276,29 @@ class Model:
         if workers < 0:
             raise ValueError(f"workers must not be negative, got {workers}")
         found = (_found(path) for path in paths)
+        # speaker mode scores every region alone, as ``ser-batch score`` does
+        segmentation = self.segmentation if speakers is None else self.segmentation.alone()
         scores = score_found(
             found, self._pool, hop=self.hop, batch_size=batch_size, workers=workers,
-            segmentation=self.segmentation, features=speakers is not None,
+            segmentation=segmentation, features=speakers is not None,
         )  # fmt: skip
         if speakers is None:
             for score in scores:
                 yield FileResult(score, self._format)
             return
-        yield from self._by_speaker(list(scores), speakers, speaker_min_items, speaker_min_seconds)
+        frontend = frontend_for(self.metadata, hop_s=self.hop, segmentation=segmentation)
+        fmt = replace(self._format, settings=frontend.settings + SPEAKER_SETTING)
+        yield from self._by_speaker(
+            list(scores), fmt, speakers, speaker_min_items, speaker_min_seconds
+        )
 
-    def _by_speaker(self, scores, speakers, min_items, min_seconds) -> Iterator[FileResult]:
+    def _by_speaker(
+        self, scores, fmt: RowFormat, speakers, min_items, min_seconds
+    ) -> Iterator[FileResult]:
         head = SpeakerHead(self.metadata, self._pool.name)
         settings = SpeakerSettings.for_head(
             head, speaker_source(speakers), min_items=min_items, min_seconds=min_seconds
         )
-        fmt = replace(self._format, settings=self._format.settings + SPEAKER_SETTING)
         cache = MemoryFeatures()
         rows = []
         for score in scores:

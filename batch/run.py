@@ -87,7 +87,7 @@ class RunOptions:
     vad_pad: float = Segmentation.pad_s
     vad_context: float = Segmentation.context_s
     vad_refresh: float = Segmentation.refresh_s
-    vad_sentence_pause: float | None = None  # None: Segmentation's, or 0 in speaker mode
+    vad_sentence_pause: float | None = None  # None: Segmentation's (speaker mode: 0)
     vad_sentence_part: float = Segmentation.sentence_part_s
     speaker_from: str | None = None
     speakers: Path | None = None
@@ -101,32 +101,28 @@ class RunOptions:
         """Whether the options name who speaks (``--speaker-from`` or ``--speakers``)."""
         return self.speaker_from is not None or self.speakers is not None
 
-    def _sentence_pause(self) -> float:
-        """Speaker mode never joins regions into sentences: two of them could be two
-        speakers' turns, and each region is one item of its speaker's statistics."""
-        if self.vad_sentence_pause is None:
-            return 0.0 if self.speaker_mode else Segmentation.sentence_pause_s
-        if self.vad_sentence_pause and self.speaker_mode and self.segmentation == "vad":
-            raise UsageError(
-                "--vad-sentence-pause must be 0 in speaker mode (--speakers, --speaker-from): a "
-                "sentence could join two speakers' turns"
-            )
-        return self.vad_sentence_pause
-
     def segmenting(self) -> Segmentation:
-        """The segmentation these options ask for.
+        """The segmentation these options ask for (speaker mode's never joins sentences:
+        :meth:`Segmentation.alone`).
 
         Raises:
             UsageError: for impossible VAD settings, saying what is allowed.
         """
+        pause = self.vad_sentence_pause
+        if pause and self.speaker_mode and self.segmentation == "vad":
+            raise UsageError(
+                "--vad-sentence-pause must be 0 in speaker mode (--speakers, --speaker-from): a "
+                "sentence could join two speakers' turns"
+            )
         try:
-            return Segmentation(
+            segmentation = Segmentation(
                 self.segmentation, self.vad_threshold, self.vad_min_speech, self.vad_min_silence,
                 self.vad_max_speech, self.vad_pad, self.vad_context, self.vad_refresh,
-                self._sentence_pause(), self.vad_sentence_part,
+                Segmentation.sentence_pause_s if pause is None else pause, self.vad_sentence_part,
             )  # fmt: skip
         except ValueError as error:
             raise UsageError(str(error)) from None
+        return segmentation.alone() if self.speaker_mode else segmentation
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -49,7 +49,8 @@ class Segmentation:
     sentence_pause_s: float = 1.0
     """Neighbouring regions this close that fit one model window together, one of them shorter
     than :attr:`sentence_part_s`, are scored as one sentence (:func:`join_sentences`); 0
-    scores every region alone. Chosen on validation actors 21-22 (README "Segmentation")."""
+    scores every region alone. Chosen with ``benchmarks/sentence_pauses.py`` on validation
+    actors 21-22 (README "Sentences cut at their own pauses")."""
     sentence_part_s: float = 1.2
     """Only a pair with a region this short (a fragment of a sentence) is joined; 0: any pair."""
 
@@ -109,6 +110,12 @@ class Segmentation:
                 else ""
             )
         )
+
+    def alone(self) -> Segmentation:
+        """The same, every region scored alone: what speaker mode uses (two regions of a
+        sentence could be two speakers' turns, and each region is one item of its speaker's
+        statistics) and eGeMAPS models get (they have no window to fit a sentence in)."""
+        return replace(self, sentence_pause_s=0.0)
 
     @property
     def sentence_pause(self) -> int:

@@ -50,16 +50,16 @@ class SpeechFrontend:
     def __init__(
         self, inner: WaveformFrontend | EgemapsFrontend, segmentation: Segmentation
     ) -> None:
+        window = getattr(inner, "window", 0)
+        if not window:  # an eGeMAPS model: no window to fit a sentence in
+            segmentation = segmentation.alone()
         self.inner, self.segmentation = inner, segmentation
         self.vad = SileroVad()
         self.settings = f"{inner.settings} {segmentation.describe(self.vad.sha256)}"
-        window = getattr(inner, "window", 0)
         # the recording a short region's window shows on either side of it (at most half a window)
         self.context = min(window // 2, round(segmentation.context_s * SAMPLE_RATE))
         self.clip_limit = getattr(inner, "single_limit", 0)
-        # a sentence fits one window (an eGeMAPS model has none: its regions are never joined)
-        pause = segmentation.sentence_pause if window else 0
-        self.sentence = (pause, window, segmentation.sentence_part)
+        self.sentence = (segmentation.sentence_pause, window, segmentation.sentence_part)
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:
         """All of a decoded signal's rows: exactly the chunks :meth:`stream_inputs` yields."""

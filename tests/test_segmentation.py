@@ -374,6 +374,7 @@ def test_an_egemaps_region_too_short_to_measure_is_left_out_not_the_whole_file()
     metadata = ModelMetadata("egemaps", ("a", "b"), RATE, "features", "probs")
     tiny = Segmentation("vad", min_speech_s=0.0, pad_s=0.0)
     frontend = SpeechFrontend(frontend_for(metadata), tiny)
+    assert "sentence" not in frontend.settings  # no window: never joined, keys as before
     signal = bursts([(1.0, 3.0), (4.5, 6.0)], 6.5, seed=0)
     onset = 4 * RATE // FRAME + int(
         np.argmax(SileroVad().probabilities(signal)[4 * RATE // FRAME :] >= 0.5)
@@ -442,6 +443,15 @@ def test_close_regions_that_fit_one_window_are_joined_into_sentences():
     assert join_sentences([a, b, c, d], 0, window) == [[a], [b], [c], [d]]
     assert join_sentences([a, b, c, d], second // 2, window) == [[a], [b], [c], [d]]  # 0.6 s
     assert join_sentences([a, b, c, d], second, 5 * RATE) == [[a, b], [c, d]]
+    # a pause of exactly the limit is not joined; a sample less is
+    e = Region(a.end + second, a.end + second + RATE // 2)
+    assert join_sentences([a, e], second, window) == [[a], [e]]
+    nearer = Region(e.start - 1, e.end)
+    assert join_sentences([a, nearer], second, window) == [[a, nearer]]
+    # a sentence fits one window from its first region, not from its last
+    f, g, h = region(0.0, 1.0), region(1.5, 2.5), region(3.0, 4.2)
+    assert join_sentences([f, g, h], second, window) == [[f, g], [h]]
+    assert join_sentences([f, g, h], second, 5 * RATE) == [[f, g, h]]
     # with a part length, only a pair with a region shorter than it is joined
     assert join_sentences([a, b], second, window, part=round(0.95 * RATE)) == [[a, b]]
     assert join_sentences([a, b], second, window, part=round(0.8 * RATE)) == [[a], [b]]
@@ -499,3 +509,24 @@ def test_speaker_mode_scores_every_region_alone_by_default():
     assert "sentence" not in speakers.describe("f" * 64)  # speaker runs keep their keys
     explicit = RunOptions("r.csv", segmentation="vad", vad_sentence_pause=0.5).segmenting()
     assert explicit.sentence_pause_s == 0.5
+
+
+def test_a_sentence_waits_for_its_pause_when_the_context_is_shorter():
+    """With no context, only the sentence pause says when no later region can join: a
+    sentence emitted sooner would be cut at a block boundary."""
+    spans = [(1.0, 1.8), (3.8, 4.5), (8.0, 9.0), (10.5, 11.2)]
+    signal = bursts(spans, 13.0, seed=2)
+    settings = dict(context_s=0.0, sentence_pause_s=2.5, sentence_part_s=1.2)
+    whole = _frontend(**settings).inputs(signal)
+    assert len(whole.regions) == 4
+    assert np.array_equal(whole.rows[0], whole.rows[1])  # 2 s apart: one sentence
+    assert np.array_equal(whole.rows[2], whole.rows[3])
+    for block in (1_000, 3_001, 7_001):
+        chunks = list(
+            _frontend(**settings).stream_inputs(
+                signal[s : s + block] for s in range(0, signal.size, block)
+            )
+        )
+        for name in ("rows", "starts", "ends", "regions"):
+            streamed = np.concatenate([getattr(chunk, name) for chunk in chunks])
+            assert np.array_equal(streamed, getattr(whole, name)), (block, name)

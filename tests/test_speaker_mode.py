@@ -395,6 +395,25 @@ def test_the_python_api_gives_the_reports_speaker_rows(speaker_models, audio, tm
     assert plain[0].speaker is None and "speaker" not in plain[0].row()
 
 
+def test_speaker_mode_scores_vad_regions_alone_in_the_api_as_in_the_cli(
+    speaker_models, audio, tmp_path
+):
+    from ser.batch.api import load_model
+
+    report = tmp_path / "report.csv"
+    run_scoring([audio], options(report, speaker_models / "speaker.onnx", segmentation="vad"))
+    rows = read(report)
+    model = load_model(str(speaker_models / "speaker.onnx"), segmentation="vad")
+    paths = sorted(audio.rglob("*.wav"))
+    results = list(model.score_files(paths, speakers="folder"))
+    for result in results:
+        assert result.row() == rows[str(result.path)]
+        assert "vad=silero" in result.row()["settings"]
+        assert "sentence" not in result.row()["settings"]  # speaker mode never joins
+    plain = next(iter(model.score_files(paths[:1])))
+    assert plain.row()["settings"].endswith(" sentence_pause=1 sentence_part=1.2")
+
+
 def test_a_speaker_lifted_over_the_minimum_loses_its_old_fallback_reason(
     speaker_models, audio, tmp_path
 ):
