@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from long_recordings import RATE, build, cover, recording_options
-from vad_inputs import Scorer, region_labels_accuracy, truth_spans, vad_spans
+from vad_inputs import Scorer, file_label, region_labels_accuracy, truth_spans, vad_spans
 
 from ser.audio import load_audio
 from ser.batch.segmentation import Region, Segmentation, join_sentences
@@ -103,10 +103,7 @@ def main(
             across += sum(sum(cover(t, span) > 0 for t in truth) > 1 for span in spans)
             if recording.kind == "single":
                 single += 1
-                if regions:
-                    weights = np.array([end - start for start, end in regions], np.float64)
-                    mean = (np.array(expanded) * weights[:, None]).sum(axis=0) / weights.sum()
-                    single_right += labels[int(np.argmax(mean))] == recording.utterances[0][2]
+                single_right += file_label(expanded, regions, labels) == recording.utterances[0][2]
         accuracy = region_labels_accuracy(
             recordings, [found[r.name] for r in recordings], predicted
         )

@@ -161,14 +161,23 @@ def evaluate(
         predicted += [labels[int(np.argmax(p))] for p in probs]
         if recording.kind == "single":
             single += 1
-            if found:
-                weights = np.array([fe - fs for fs, fe in found], np.float64)
-                mean = (np.array(probs) * weights[:, None]).sum(axis=0) / weights.sum()
-                single_right += labels[int(np.argmax(mean))] == recording.utterances[0][2]
+            single_right += file_label(probs, found, labels) == recording.utterances[0][2]
     utterances = region_labels_accuracy(
         recordings, [spans[recording.name] for recording in recordings], predicted
     )
     return utterances, single_right / max(single, 1), single
+
+
+def file_label(
+    probs: Sequence[np.ndarray], spans: list[tuple[int, int]], labels: Sequence[str]
+) -> str | None:
+    """A file's label as ``ser-batch`` gives it: its regions' probabilities weighted by their
+    length (None: no region)."""
+    if not spans:
+        return None
+    weights = np.array([end - start for start, end in spans], np.float64)
+    mean = (np.array(probs) * weights[:, None]).sum(axis=0) / weights.sum()
+    return labels[int(np.argmax(mean))]
 
 
 def region_labels_accuracy(
