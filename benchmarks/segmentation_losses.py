@@ -5,8 +5,10 @@
 Builds ``benchmarks/long_recordings.py``'s recordings (its background included) from one split
 of ``--data`` (RAVDESS's folder, or a manifest such as nEMO's), finds speech with Silero VAD
 (the ``--segmentation vad`` defaults, or ``--vad-threshold``, ``--vad-min-silence``,
-``--vad-refresh``), and scores every region in process, each with 1 s of context as
-``ser-batch`` does; then scores the true utterance spans the same way (an oracle).
+``--vad-refresh``), and scores every region in process as ``ser-batch`` does: 1 s of context,
+regions joined into sentences by ``--vad-sentence-pause`` and ``--vad-sentence-part`` scored as
+one (0.7.0; ``--vad-sentence-pause 0`` scores each alone, as 0.6.0 did); then scores each true
+utterance span alone the same way (an oracle).
 Each true utterance is put in one class by how the VAD's regions cover it:
 
 - ``missed``: no region touches it;
@@ -51,7 +53,6 @@ CLASSES = (
     "matched", "cut short", "too long", "split", "merged, same label", "merged, other label",
     "missed",
 )  # fmt: skip
-CONTEXT_S = 1.0
 
 
 def classify(
@@ -87,9 +88,11 @@ def inner_pauses(span: tuple[int, int], found: list) -> list[float]:
     return [(b[0] - a[1]) / RATE for a, b in pairs if span[0] < a[1] and b[0] < span[1]]
 
 
-def labels_of(signal: np.ndarray, spans: list[tuple[int, int]], scorer: Scorer) -> list[str]:
-    """The model's label for each span, seen as ``ser-batch`` sees a region."""
-    probs = scorer.regions(signal, spans, CONTEXT_S)
+def labels_of(
+    signal: np.ndarray, spans: list[tuple[int, int]], scorer: Scorer, settings: Segmentation
+) -> list[str]:
+    """The model's label for each span, as ``ser-batch`` gives it under ``settings``."""
+    probs, _ = scorer.sentences(signal, spans, settings)
     return [scorer.model.labels[int(np.argmax(p))] for p in probs]
 
 
@@ -98,14 +101,18 @@ def labels_of(signal: np.ndarray, spans: list[tuple[int, int]], scorer: Scorer) 
 @click.option("--vad-threshold", default=Segmentation.threshold, show_default=True)
 @click.option("--vad-min-silence", default=Segmentation.min_silence_s, show_default=True)
 @click.option("--vad-refresh", default=Segmentation.refresh_s, show_default=True)
+@click.option("--vad-sentence-pause", default=Segmentation.sentence_pause_s, show_default=True)
+@click.option("--vad-sentence-part", default=Segmentation.sentence_part_s, show_default=True)
 def main(
     data: Path, split: str, files: int, seed: int, model: str, vad_threshold: float,
-    vad_min_silence: float, vad_refresh: float,
+    vad_min_silence: float, vad_refresh: float, vad_sentence_pause: float,
+    vad_sentence_part: float,
 ) -> None:  # fmt: skip
     started = time.perf_counter()
     settings = Segmentation(
-        "vad", threshold=vad_threshold, min_silence_s=vad_min_silence, refresh_s=vad_refresh
-    )
+        "vad", threshold=vad_threshold, min_silence_s=vad_min_silence, refresh_s=vad_refresh,
+        sentence_pause_s=vad_sentence_pause, sentence_part_s=vad_sentence_part,
+    )  # fmt: skip
     clips = select(load_corpus(data), split)
     scorer, vad = Scorer(model), SileroVad()
     print(f"data: {data} split={split} ({len(clips)} clips), seed {seed}, model {model}; "
@@ -118,8 +125,8 @@ def main(
         for recording in recordings:
             signal = load_audio(Path(tmp) / recording.name)
             found, truth = vad_spans(signal, vad, settings), truth_spans(recording)
-            found_labels = labels_of(signal, found, scorer)
-            oracle_labels = labels_of(signal, truth, scorer)
+            found_labels = labels_of(signal, found, scorer, settings)
+            oracle_labels = labels_of(signal, truth, scorer, settings.alone())
             classes, owners = classify(recording, truth, found)
             for index, (kind, owner) in enumerate(zip(classes, owners, strict=True)):
                 label, clip = recording.utterances[index][2:]

@@ -33,17 +33,15 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from long_recordings import RATE, build, cover, recording_options
+from long_recordings import build, cover, recording_options
 from vad_inputs import Scorer, file_label, region_labels_accuracy, truth_spans, vad_spans
 
 from ser.audio import load_audio
-from ser.batch.segmentation import Region, Segmentation, join_sentences
+from ser.batch.segmentation import Segmentation
 from ser.corpus import load_corpus, select
 from ser.vad import SileroVad
 
 from common import describe_machine
-
-CONTEXT_S = Segmentation.context_s
 
 
 def parse_rule(rule: str) -> tuple[float, float]:
@@ -90,13 +88,9 @@ def main(
         predicted, single, single_right, joined, across = [], 0, 0, 0, 0
         for recording in recordings:
             signal, regions = signals[recording.name], found[recording.name]
-            groups = join_sentences(
-                [Region(*span) for span in regions], round(pause * RATE), scorer.window,
-                round(part * RATE),
-            )  # fmt: skip
+            rule_settings = Segmentation("vad", sentence_pause_s=pause, sentence_part_s=part)
+            expanded, groups = scorer.sentences(signal, regions, rule_settings)
             spans = [(group[0].start, group[-1].end) for group in groups]
-            probs = scorer.regions(signal, spans, CONTEXT_S)
-            expanded = [p for p, group in zip(probs, groups, strict=True) for _ in group]
             predicted += [labels[int(np.argmax(p))] for p in expanded]
             joined += sum(len(group) - 1 for group in groups)
             truth = truth_spans(recording)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ser.audio import center_window, load_audio
 from ser.training.augment import room_background
 from ser.training.backbones import load_backbone
-from ser.training.heads import valid_frames
+from ser.training.heads import SpeechGate, valid_frames
 from ser.training.speech_gate import frame_marks, gate_regression, linear_rule, sample_frames
 from ser.vad import SileroVad
 
@@ -45,7 +45,7 @@ class Encoder:
     def __init__(self, backbone: str) -> None:
         self.model = load_backbone(backbone).eval()
         self.windows = 0
-        self.gate: tuple[torch.Tensor, torch.Tensor] | None = None  # frame weights, bias
+        self.gate: SpeechGate | None = None  # the head's own gate, once fitted
         self.frames: list[tuple[np.ndarray, np.ndarray]] = []  # (states, speech) samples
 
     def fit_gate(self) -> float:
@@ -54,7 +54,11 @@ class Encoder:
         y = np.concatenate([m for _, m in self.frames])
         fitted = gate_regression().fit(x, y)
         weight, bias = linear_rule(fitted)
-        self.gate = torch.from_numpy(weight).float(), torch.tensor(bias)
+        layers, hidden = self.model.num_layers, self.model.hidden_size
+        self.gate = SpeechGate(layers, hidden)
+        with torch.no_grad():
+            self.gate.weight.copy_(torch.from_numpy(weight.reshape(layers, hidden)))
+            self.gate.bias.fill_(bias)
         self.frames = []
         return float(fitted.score(x, y))
 
@@ -78,10 +82,7 @@ class Encoder:
                     self.frames += sample_frames(states, valid, spoken, rng)
                     out["gate"].append(pooled(states, valid))
                 else:
-                    flat = states.transpose(1, 2).flatten(2)  # [batch, frames, layers x hidden]
-                    gated = valid & ((flat @ self.gate[0] + self.gate[1]) > 0)
-                    gated = torch.where(gated.any(dim=1, keepdim=True), gated, valid)
-                    out["gate"].append(pooled(states, gated))
+                    out["gate"].append(pooled(states, self.gate(states, valid)))
             self.windows += audio.shape[0]
         return {name: np.concatenate(parts) for name, parts in out.items()}
 

@@ -52,7 +52,7 @@ from long_recordings import (
 )
 
 from ser.audio import center_window, load_audio, split_windows
-from ser.batch.segmentation import Segmentation, SpeechTracker
+from ser.batch.segmentation import Region, Segmentation, SpeechTracker, join_sentences
 from ser.batch.session import ScoringModel
 from ser.corpus import read_ravdess, select
 from ser.vad import SileroVad
@@ -129,6 +129,20 @@ class Scorer:
     def whole(self, signal: np.ndarray) -> np.ndarray:
         """A clip scored whole: one window centred on it, as ``benchmarks/accuracy.py``."""
         return self.probs([center_window(signal, self.window)])
+
+    def sentences(
+        self, signal: np.ndarray, spans: list[tuple[int, int]], settings: Segmentation
+    ) -> tuple[list[np.ndarray], list[list[Region]]]:
+        """Each span's probabilities as ``ser-batch`` gives them (``settings.context_s`` of
+        context): spans that ``settings`` joins into a sentence are scored as one, each taking
+        the sentence's; and the sentences."""
+        groups = join_sentences(
+            [Region(*span) for span in spans], settings.sentence_pause, self.window,
+            settings.sentence_part,
+        )  # fmt: skip
+        joined = [(group[0].start, group[-1].end) for group in groups]
+        probs = self.regions(signal, joined, settings.context_s)
+        return [p for p, group in zip(probs, groups, strict=True) for _ in group], groups
 
     def regions(
         self, signal: np.ndarray, spans: list[tuple[int, int]], margin: float | None,
