@@ -15,7 +15,12 @@ from pathlib import Path
 import click
 
 from ser.batch.frontends import check_hop
-from ser.batch.segmentation import DEFAULT_SEGMENTATION, SEGMENTATIONS, Segmentation
+from ser.batch.segmentation import (
+    DEFAULT_SEGMENTATION,
+    SEGMENTATIONS,
+    SENTENCE_PAUSE_S,
+    Segmentation,
+)
 from ser.clitools import CONTEXT_SETTINGS, examples, one_line_errors, version_option
 from ser.models import DEFAULT_MODEL
 
@@ -178,8 +183,9 @@ def main() -> None:
     default=None,
     help=f"Seconds: neighbouring regions closer than this that fit one model window together, "
     f"one shorter than --vad-sentence-part, are scored as one sentence (each keeps its own "
-    f"row, with the sentence's scores); 0: each region alone. [default: "
-    f"{Segmentation.sentence_pause_s:g}; 0 in speaker mode]",
+    f"row, with the sentence's scores); 0: each region alone. [default: {SENTENCE_PAUSE_S:g} "
+    f"for a model that pools over speech only (whisper-gated-rooms), else 0; 0 in speaker "
+    f"mode]",
 )
 @click.option(
     "--vad-sentence-part",

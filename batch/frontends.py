@@ -168,4 +168,4 @@ def frontend_for(
         return inner
     from ser.batch.utterances import SpeechFrontend  # imports the VAD only when it is used
 
-    return SpeechFrontend(inner, segmentation)
+    return SpeechFrontend(inner, segmentation.for_model(metadata))

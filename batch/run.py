@@ -87,7 +87,7 @@ class RunOptions:
     vad_pad: float = Segmentation.pad_s
     vad_context: float = Segmentation.context_s
     vad_refresh: float = Segmentation.refresh_s
-    vad_sentence_pause: float | None = None  # None: Segmentation's (speaker mode: 0)
+    vad_sentence_pause: float | None = None  # None: the model's (speaker mode: 0)
     vad_sentence_part: float = Segmentation.sentence_part_s
     speaker_from: str | None = None
     speakers: Path | None = None
@@ -118,7 +118,7 @@ class RunOptions:
             segmentation = Segmentation(
                 self.segmentation, self.vad_threshold, self.vad_min_speech, self.vad_min_silence,
                 self.vad_max_speech, self.vad_pad, self.vad_context, self.vad_refresh,
-                Segmentation.sentence_pause_s if pause is None else pause, self.vad_sentence_part,
+                pause, self.vad_sentence_part,
             )  # fmt: skip
         except ValueError as error:
             raise UsageError(str(error)) from None

@@ -16,15 +16,24 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ser.vad import FRAME, THRESHOLD
 
+if TYPE_CHECKING:
+    from ser.metadata import ModelMetadata
+
 SEGMENTATIONS = ("vad", "windows")
 DEFAULT_SEGMENTATION = "windows"
 """Kept at ``windows`` for now: see README "Segmentation" for the measurements and why."""
 SAMPLE_RATE = 16_000
+SENTENCE_PAUSE_S = 1.0
+"""The sentence pause of a model whose heads pool over speech only (``--pool speech``). Chosen
+with ``benchmarks/sentence_pauses.py`` on validation actors 21-22; the same rule costs a model
+that pools over every frame accuracy there, so those score each region alone (README
+"Sentences cut at their own pauses")."""
 MIN_PAUSE_AT_MAX_SPEECH_S = 0.098
 """A pause at least this long is where an over-long region may be split (Silero's default)."""
 
@@ -46,11 +55,10 @@ class Segmentation:
     refresh_s: float = 0.0
     """Seconds between restarts of the VAD's recurrent state, on two lanes half a period apart
     (:mod:`ser.vad`); 0 carries one state through the whole recording, as Silero does."""
-    sentence_pause_s: float = 1.0
+    sentence_pause_s: float | None = None
     """Neighbouring regions this close that fit one model window together, one of them shorter
     than :attr:`sentence_part_s`, are scored as one sentence (:func:`join_sentences`); 0
-    scores every region alone. Chosen with ``benchmarks/sentence_pauses.py`` on validation
-    actors 21-22 (README "Sentences cut at their own pauses")."""
+    scores every region alone; None: the model's own (:meth:`for_model`)."""
     sentence_part_s: float = 1.2
     """Only a pair with a region this short (a fragment of a sentence) is joined; 0: any pair."""
 
@@ -64,15 +72,15 @@ class Segmentation:
             raise ValueError(
                 f"unknown segmentation {self.mode!r}; expected one of {', '.join(SEGMENTATIONS)}"
             )
+        pause = 0.0 if self.sentence_pause_s is None else self.sentence_pause_s
         values = (self.threshold, self.min_speech_s, self.min_silence_s, self.max_speech_s,
-                  self.pad_s, self.context_s, self.refresh_s, self.sentence_pause_s,
+                  self.pad_s, self.context_s, self.refresh_s, pause,
                   self.sentence_part_s)  # fmt: skip
         if not all(math.isfinite(value) for value in values):
             raise ValueError("VAD settings must be finite numbers (not nan or inf)")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"VAD threshold must lie between 0 and 1, got {self.threshold}")
-        if min(self.min_speech_s, self.pad_s, self.context_s, self.sentence_pause_s,
-               self.sentence_part_s) < 0:  # fmt: skip
+        if min(self.min_speech_s, self.pad_s, self.context_s, pause, self.sentence_part_s) < 0:
             raise ValueError(
                 "VAD minimum speech, padding, context and sentence settings must not be negative"
             )
@@ -111,6 +119,15 @@ class Segmentation:
             )
         )
 
+    def for_model(self, metadata: ModelMetadata) -> Segmentation:
+        """The same, the sentence pause settled for this model if left to it: joining helps a
+        model that pools over speech only (its metadata's ``pool`` is ``speech``) and costs
+        one that pools over every frame (measured, :data:`SENTENCE_PAUSE_S`)."""
+        if self.sentence_pause_s is not None:
+            return self
+        speech_only = metadata.extra.get("pool") == "speech"
+        return replace(self, sentence_pause_s=SENTENCE_PAUSE_S if speech_only else 0.0)
+
     def alone(self) -> Segmentation:
         """The same, every region scored alone: what speaker mode uses (two regions of a
         sentence could be two speakers' turns, and each region is one item of its speaker's
@@ -119,8 +136,8 @@ class Segmentation:
 
     @property
     def sentence_pause(self) -> int:
-        """:attr:`sentence_pause_s` in samples."""
-        return round(self.sentence_pause_s * SAMPLE_RATE)
+        """:attr:`sentence_pause_s` in samples (None, not settled for a model yet: 0)."""
+        return round((self.sentence_pause_s or 0.0) * SAMPLE_RATE)
 
     @property
     def sentence_part(self) -> int:

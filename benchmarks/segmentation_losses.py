@@ -6,9 +6,9 @@ Builds ``benchmarks/long_recordings.py``'s recordings (its background included) 
 of ``--data`` (RAVDESS's folder, or a manifest such as nEMO's), finds speech with Silero VAD
 (the ``--segmentation vad`` defaults, or ``--vad-threshold``, ``--vad-min-silence``,
 ``--vad-refresh``), and scores every region in process as ``ser-batch`` does: 1 s of context,
-regions joined into sentences by ``--vad-sentence-pause`` and ``--vad-sentence-part`` scored as
-one (0.7.0; ``--vad-sentence-pause 0`` scores each alone, as 0.6.0 did); then scores each true
-utterance span alone the same way (an oracle).
+regions joined into sentences by ``--vad-sentence-pause`` (the model's default) and
+``--vad-sentence-part`` scored as one (0.7.0; ``--vad-sentence-pause 0`` scores each alone, as
+0.6.0 did); then scores each true utterance span alone the same way (an oracle).
 Each true utterance is put in one class by how the VAD's regions cover it:
 
 - ``missed``: no region touches it;
@@ -101,11 +101,11 @@ def labels_of(
 @click.option("--vad-threshold", default=Segmentation.threshold, show_default=True)
 @click.option("--vad-min-silence", default=Segmentation.min_silence_s, show_default=True)
 @click.option("--vad-refresh", default=Segmentation.refresh_s, show_default=True)
-@click.option("--vad-sentence-pause", default=Segmentation.sentence_pause_s, show_default=True)
+@click.option("--vad-sentence-pause", default=None, type=float, help="Default: the model's.")
 @click.option("--vad-sentence-part", default=Segmentation.sentence_part_s, show_default=True)
 def main(
     data: Path, split: str, files: int, seed: int, model: str, vad_threshold: float,
-    vad_min_silence: float, vad_refresh: float, vad_sentence_pause: float,
+    vad_min_silence: float, vad_refresh: float, vad_sentence_pause: float | None,
     vad_sentence_part: float,
 ) -> None:  # fmt: skip
     started = time.perf_counter()
@@ -117,6 +117,7 @@ def main(
     scorer, vad = Scorer(model), SileroVad()
     print(f"data: {data} split={split} ({len(clips)} clips), seed {seed}, model {model}; "
           f"machine: {describe_machine()}")  # fmt: skip
+    settings = settings.for_model(scorer.model.metadata)
     print(f"VAD: {settings.describe(vad.sha256)}")
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # utterances, oracle, vad
     missed, pauses, split = [], [], 0

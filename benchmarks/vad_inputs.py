@@ -134,8 +134,9 @@ class Scorer:
         self, signal: np.ndarray, spans: list[tuple[int, int]], settings: Segmentation
     ) -> tuple[list[np.ndarray], list[list[Region]]]:
         """Each span's probabilities as ``ser-batch`` gives them (``settings.context_s`` of
-        context): spans that ``settings`` joins into a sentence are scored as one, each taking
-        the sentence's; and the sentences."""
+        context): spans that ``settings`` (for this model) joins into a sentence are scored as
+        one, each taking the sentence's; and the sentences."""
+        settings = settings.for_model(self.model.metadata)
         groups = join_sentences(
             [Region(*span) for span in spans], settings.sentence_pause, self.window,
             settings.sentence_part,

@@ -114,11 +114,19 @@ def test_the_vad_state_is_carried_across_blocks_bit_for_bit():
     assert np.array_equal(np.concatenate([*pieces, stream.finish()]), whole)
 
 
-def _frontend(window_s: float = 4.0, **settings: float) -> SpeechFrontend:
-    metadata = ModelMetadata(
-        "waveform", ("a", "b"), RATE, "audio", "probs", window_s=window_s, hop_s=window_s
-    )
-    return SpeechFrontend(WaveformFrontend(metadata), Segmentation("vad", **settings))
+def _metadata(window_s: float = 4.0, pool: str | None = None) -> ModelMetadata:
+    """A waveform model's metadata; ``pool`` as its heads pool (``speech``: over speech only)."""
+    return ModelMetadata(
+        "waveform", ("a", "b"), RATE, "audio", "probs", window_s=window_s, hop_s=window_s,
+        extra={"pool": pool} if pool else {},
+    )  # fmt: skip
+
+
+def _frontend(window_s: float = 4.0, pool: str | None = None, **settings: float) -> SpeechFrontend:
+    """The frontend ``ser-batch`` builds for such a model with ``--segmentation vad``."""
+    frontend = frontend_for(_metadata(window_s, pool), segmentation=Segmentation("vad", **settings))
+    assert isinstance(frontend, SpeechFrontend)
+    return frontend
 
 
 def _plain_from(signal: np.ndarray, first: int, last: int) -> np.ndarray:
@@ -312,9 +320,8 @@ def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes
          "--vad-context", "0.5"],
     )  # fmt: skip
     assert "0 unchanged files kept" in result.output  # the context is part of the key
-    sentence = " sentence_pause=1 sentence_part=1.2"
     settings = {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())}
-    assert settings == {"0.5" + sentence}
+    assert settings == {"0.5"}  # the test model pools over every frame: no sentences
     result = CliRunner().invoke(
         batch_main,
         ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "vad",
@@ -322,11 +329,12 @@ def test_incremental_keeps_no_speech_rows_and_rescores_when_segmentation_changes
     )  # fmt: skip
     assert "0 unchanged files kept" in result.output  # so is the VAD's refresh
     settings = {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())}
-    assert settings == {"0.5 refresh=2" + sentence}
+    assert settings == {"0.5 refresh=2"}
     result = CliRunner().invoke(
         batch_main,
         ["score", str(audio), "-o", str(out), "--incremental", "--segmentation", "vad",
-         "--vad-context", "0.5", "--vad-refresh", "2", "--vad-sentence-part", "0.8"],
+         "--vad-context", "0.5", "--vad-refresh", "2", "--vad-sentence-pause", "1",
+         "--vad-sentence-part", "0.8"],
     )  # fmt: skip
     assert "0 unchanged files kept" in result.output  # and the sentence rule
     settings = {row["settings"].split("context=")[-1] for row in csv.DictReader(out.open())}
@@ -367,7 +375,9 @@ def test_the_settings_cell_tells_apart_settings_that_differ_past_six_digits():
     assert len(described) == 2
     assert "threshold=0.5 " in Segmentation("vad").describe("f" * 64)  # as before: same keys
     assert "sentence" not in Segmentation("vad", sentence_pause_s=0).describe("f" * 64)
-    assert Segmentation("vad").describe("f" * 64).endswith(" sentence_pause=1 sentence_part=1.2")
+    assert "sentence" not in Segmentation("vad").for_model(_metadata()).describe("f" * 64)
+    gated = Segmentation("vad").for_model(_metadata(pool="speech"))
+    assert gated.describe("f" * 64).endswith(" sentence_pause=1 sentence_part=1.2")
 
 
 def test_an_egemaps_region_too_short_to_measure_is_left_out_not_the_whole_file():
@@ -460,8 +470,11 @@ def test_close_regions_that_fit_one_window_are_joined_into_sentences():
 def test_a_sentence_is_scored_on_one_window_that_each_of_its_regions_gets():
     spans = [(1.0, 2.0), (2.6, 3.6), (7.0, 8.5), (12.0, 13.5)]
     signal = bursts(spans, 15.0, seed=0)
-    alone = _frontend(sentence_pause_s=0.0).inputs(signal)
-    joined = _frontend().inputs(signal)  # the default: 1 s pauses, one region under 1.2 s
+    alone = _frontend().inputs(signal)  # a model pooling over every frame: each alone
+    joined = _frontend(pool="speech").inputs(signal)  # over speech: 1 s pauses, a part < 1.2 s
+    for same, settings in ((joined, dict(sentence_pause_s=1.0)), (alone, dict(pool="speech",
+                           sentence_pause_s=0.0))):  # fmt: skip
+        assert np.array_equal(_frontend(**settings).inputs(signal).rows, same.rows)
     assert np.array_equal(joined.regions, alone.regions) and len(joined.regions) == 4
     assert np.array_equal(joined.region_of_row, [0, 1, 2, 3])
     assert np.array_equal(joined.starts, alone.starts) and np.array_equal(joined.ends, alone.ends)
@@ -473,7 +486,9 @@ def test_a_sentence_is_scored_on_one_window_that_each_of_its_regions_gets():
     assert np.array_equal(joined.rows[2:], alone.rows[2:])  # 3.5 s apart: each alone
     for block in (3_000, 7_001, 16_000 * 5):
         chunks = list(
-            _frontend().stream_inputs(signal[s : s + block] for s in range(0, signal.size, block))
+            _frontend(pool="speech").stream_inputs(
+                signal[s : s + block] for s in range(0, signal.size, block)
+            )
         )
         assert len(chunks) > 1
         for name in ("rows", "starts", "ends", "regions"):
@@ -491,6 +506,8 @@ def test_the_sentence_pause_reaches_the_cli_and_the_settings_cell(tmp_path):
             "--segments", tmp_path / f"r{pause}.segments.csv",
         )  # fmt: skip
     assert "sentence_pause" not in cells["0"][0]["settings"]
+    default = _score([audio], tmp_path / "r.csv")  # the test model pools over every frame
+    assert default[0]["settings"] == cells["0"][0]["settings"]
     assert cells["1"][0]["settings"].endswith(" sentence_pause=1 sentence_part=1.2")
     segments = {
         pause: list(csv.DictReader((tmp_path / f"r{pause}.segments.csv").open())) for pause in cells
@@ -504,8 +521,10 @@ def test_the_sentence_pause_reaches_the_cli_and_the_settings_cell(tmp_path):
 def test_speaker_mode_scores_every_region_alone_by_default():
     plain = RunOptions("r.csv", segmentation="vad").segmenting()
     speakers = RunOptions("r.csv", segmentation="vad", speaker_from="folder").segmenting()
-    assert plain.sentence_pause_s == Segmentation.sentence_pause_s > 0
+    assert plain.sentence_pause_s is None  # the model's own, settled when it is loaded
+    assert plain.for_model(_metadata(pool="speech")).sentence_pause_s == 1.0
     assert speakers.sentence_pause_s == 0
+    assert speakers.for_model(_metadata(pool="speech")).sentence_pause_s == 0
     assert "sentence" not in speakers.describe("f" * 64)  # speaker runs keep their keys
     explicit = RunOptions("r.csv", segmentation="vad", vad_sentence_pause=0.5).segmenting()
     assert explicit.sentence_pause_s == 0.5

@@ -23,6 +23,7 @@ import soundfile as sf
 import torch
 
 from ser.batch.run import RunOptions, run_scoring
+from ser.batch.segmentation import Segmentation
 from ser.batch.session import ScoringModel
 from ser.corpus import load_corpus, select
 from ser.errors import ModelError, SerError
@@ -403,7 +404,8 @@ def test_speaker_mode_scores_vad_regions_alone_in_the_api_as_in_the_cli(
     report = tmp_path / "report.csv"
     run_scoring([audio], options(report, speaker_models / "speaker.onnx", segmentation="vad"))
     rows = read(report)
-    model = load_model(str(speaker_models / "speaker.onnx"), segmentation="vad")
+    joining = Segmentation("vad", sentence_pause_s=1.0)  # as a model over speech gets it
+    model = load_model(str(speaker_models / "speaker.onnx"), segmentation=joining)
     paths = sorted(audio.rglob("*.wav"))
     results = list(model.score_files(paths, speakers="folder"))
     for result in results:
