@@ -94,6 +94,7 @@ class WaveformFrontend:
     def __init__(self, metadata: ModelMetadata, hop_s: float | None = None) -> None:
         if not metadata.window_s:
             raise ModelError("a waveform model needs window_s in its metadata")
+        self.metadata = metadata
         self.window = round(metadata.window_s * metadata.sample_rate)
         self.single_limit = int(self.single_window_up_to * self.window)
         hop_s = check_hop(hop_s) or metadata.hop_s or metadata.window_s
@@ -168,4 +169,4 @@ def frontend_for(
         return inner
     from ser.batch.utterances import SpeechFrontend  # imports the VAD only when it is used
 
-    return SpeechFrontend(inner, segmentation.for_model(metadata))
+    return SpeechFrontend(inner, segmentation)

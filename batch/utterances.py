@@ -51,7 +51,9 @@ class SpeechFrontend:
         self, inner: WaveformFrontend | EgemapsFrontend, segmentation: Segmentation
     ) -> None:
         window = getattr(inner, "window", 0)
-        if not window:  # an eGeMAPS model: no window to fit a sentence in
+        if isinstance(inner, WaveformFrontend):  # the sentence pause settled for this model
+            segmentation = segmentation.for_model(inner.metadata)
+        else:  # an eGeMAPS model: no window to fit a sentence in
             segmentation = segmentation.alone()
         self.inner, self.segmentation = inner, segmentation
         self.vad = SileroVad()
