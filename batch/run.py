@@ -52,7 +52,6 @@ from ser.batch.speaker_mode import (
 from ser.batch.speakers import SpeakerSource, load_speakers, summarise_problems
 from ser.errors import SerError
 from ser.files import OutputFailed
-from ser.metadata import ModelMetadata
 
 __all__ = ["RunOptions", "RunOutcome", "provenance_path", "run_scoring"]
 ENGINES = ("local", "ray")
@@ -157,6 +156,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
         _check_speaker_mode(options)
     engine = make_engine(options)
     model = engine.model
+    segmentation = segmentation.for_model(model.metadata)  # as the frontends settle it
     # fails on a bad model; names the window, hop and segmentation (part of every row's key)
     settings = frontend_for(model.metadata, hop_s=options.hop, segmentation=segmentation).settings
     to_file = options.output != "-"
@@ -211,7 +211,7 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
                     writing.now(provenance_path(report))
                     write_provenance(
                         report, model, settings=settings, started=started_at, rows=rows,
-                        options=_recorded(options, model.metadata), engine=engine.describe(),
+                        options=_recorded(options, segmentation), engine=engine.describe(),
                     )  # fmt: skip
                     journal.remove()
                 if speaker is not None:  # the report is in place: its statistics now
@@ -412,11 +412,11 @@ def _output_failure(error: OSError, writing: _Writing, journal: Journal | None) 
     return message
 
 
-def _recorded(options: RunOptions, metadata: ModelMetadata) -> dict[str, object]:
+def _recorded(options: RunOptions, segmentation: Segmentation) -> dict[str, object]:
     """The options the provenance sidecar records (the segmentation as settled for the model)."""
     return {
         "hop": options.hop,
-        "segmentation": vars(options.segmenting().for_model(metadata)),
+        "segmentation": vars(segmentation),
         "batch_size": options.batch_size,
         "incremental": options.incremental,
         "device": options.device,

@@ -62,6 +62,10 @@ class SpeechFrontend:
         self.context = min(window // 2, round(segmentation.context_s * SAMPLE_RATE))
         self.clip_limit = getattr(inner, "single_limit", 0)
         self.sentence = (segmentation.sentence_pause, window, segmentation.sentence_part)
+        # after a sentence's end, how far the VAD must have settled before it is final: a
+        # sentence pause on, no later region can join it; 2 contexts on, the middle of the
+        # pause lies past its right context
+        self.wait = max(2 * self.context, segmentation.sentence_pause)
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:
         """All of a decoded signal's rows: exactly the chunks :meth:`stream_inputs` yields."""
@@ -113,10 +117,8 @@ class SpeechFrontend:
         count = 0
         for index, sentence in enumerate(pending):
             has_next = index + 1 < len(pending)
-            # a later region starts at or after ``settled``: a sentence pause on, none can join
-            # this sentence; 2 contexts on, the middle of the pause lies past its right context
-            wait = max(2 * self.context, self.sentence[0])
-            if not has_next and settled < sentence[-1].end + wait:
+            # a later region starts at or after ``settled`` (see ``self.wait``)
+            if not has_next and settled < sentence[-1].end + self.wait:
                 break
             count += 1
         return pending[:count]

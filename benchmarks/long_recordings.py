@@ -183,6 +183,11 @@ def cover(span: tuple[float, float], region: tuple) -> float:
     return max(0, min(span[1], region[1]) - max(span[0], region[0]))
 
 
+def touching(span: tuple[float, float], regions: list) -> list:
+    """The regions that cover any of ``span``, in order."""
+    return [region for region in regions if cover(span, region) > 0]
+
+
 def most_covering(span: tuple[float, float], regions: list) -> int | None:
     """The index of the region that covers most of ``span`` (None: no region touches it)."""
     covered = [cover(span, region) for region in regions]

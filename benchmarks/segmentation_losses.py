@@ -39,7 +39,16 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from long_recordings import RATE, Recording, build, cover, iou, most_covering, recording_options
+from long_recordings import (
+    RATE,
+    Recording,
+    build,
+    cover,
+    iou,
+    most_covering,
+    recording_options,
+    touching,
+)
 from vad_inputs import Scorer, truth_spans, vad_spans
 
 from ser.audio import load_audio
@@ -71,7 +80,7 @@ def classify(
             labels = {recording.utterances[j][2] for j in sharing}
             other = labels != {recording.utterances[index][2]}
             classes.append("merged, other label" if other else "merged, same label")
-        elif sum(cover(span, region) > 0 for region in found) > 1:
+        elif len(touching(span, found)) > 1:
             classes.append("split")
         elif iou(span, found[owner]) >= 0.5:
             classes.append("matched")
@@ -83,8 +92,7 @@ def classify(
 
 def inner_pauses(span: tuple[int, int], found: list) -> list[float]:
     """Seconds of each pause between regions touching ``span`` that lies inside it."""
-    touching = [region for region in found if cover(span, region) > 0]
-    pairs = pairwise(touching)
+    pairs = pairwise(touching(span, found))
     return [(b[0] - a[1]) / RATE for a, b in pairs if span[0] < a[1] and b[0] < span[1]]
 
 
@@ -93,7 +101,7 @@ def labels_of(
 ) -> list[str]:
     """The model's label for each span, as ``ser-batch`` gives it under ``settings``."""
     probs, _ = scorer.sentences(signal, spans, settings)
-    return [scorer.model.labels[int(np.argmax(p))] for p in probs]
+    return [scorer.label(p) for p in probs]
 
 
 @click.command()
@@ -141,14 +149,8 @@ def main(
                     span = signal[truth[index][0] : truth[index][1]]
                     level = 10 * np.log10(float(np.mean(span**2)) + 1e-12)
                     missed.append(f"{clip.name} {label} {level:.0f} dBFS")
-    utterances = [u for r in recordings for u in r.utterances]
-    labels = scorer.model.labels
-    whole = {
-        path: labels[int(np.argmax(scorer.whole(load_audio(path))))]
-        for path in {u[3] for u in utterances}
-    }
     total = sum(c[0] for c in counts.values())
-    clips_whole = np.mean([whole[u[3]] == u[2] for u in utterances])
+    clips_whole = scorer.clips_whole(recordings)
     print(f"{len(recordings)} recordings, {total} utterances; their source clips scored whole "
           f"(no background, no segmentation): {clips_whole:.3f}")  # fmt: skip
     print("| class | utterances | oracle accuracy | vad accuracy | points lost |")

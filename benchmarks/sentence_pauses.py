@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from long_recordings import build, cover, recording_options
+from long_recordings import build, recording_options, touching
 from vad_inputs import Scorer, file_label, region_labels_accuracy, truth_spans, vad_spans
 
 from ser.audio import load_audio
@@ -68,16 +67,12 @@ def main(
         recordings = build(clips, files, seed, Path(tmp), pauses=pauses)
         signals = {r.name: load_audio(Path(tmp) / r.name) for r in recordings}
     found = {name: vad_spans(signal, vad, settings) for name, signal in signals.items()}
-    utterances = [u for r in recordings for u in r.utterances]
+    utterances = sum(len(r.utterances) for r in recordings)
     split_count = sum(
-        sum(cover(span, region) > 0 for region in found[r.name]) > 1
-        for r in recordings
-        for span in truth_spans(r)
+        len(touching(span, found[r.name])) > 1 for r in recordings for span in truth_spans(r)
     )
-    sources = {u[3] for u in utterances}
-    whole = {p: labels[int(np.argmax(scorer.whole(load_audio(p))))] for p in sources}
-    clips_whole = np.mean([whole[u[3]] == u[2] for u in utterances])
-    print(f"{len(recordings)} recordings, {len(utterances)} utterances, "
+    clips_whole = scorer.clips_whole(recordings)
+    print(f"{len(recordings)} recordings, {utterances} utterances, "
           f"{sum(len(f) for f in found.values())} VAD regions; {split_count} utterances touch "
           f"more than one region; source clips scored whole: {clips_whole:.3f}")  # fmt: skip
     print("| rule | utterance accuracy | file accuracy, single | regions joined | "
@@ -85,16 +80,16 @@ def main(
     print("|---|---|---|---|---|")
     for rule in rules:
         pause, part = parse_rule(rule)
+        rule_settings = Segmentation("vad", sentence_pause_s=pause, sentence_part_s=part)
         predicted, single, single_right, joined, across = [], 0, 0, 0, 0
         for recording in recordings:
             signal, regions = signals[recording.name], found[recording.name]
-            rule_settings = Segmentation("vad", sentence_pause_s=pause, sentence_part_s=part)
             expanded, groups = scorer.sentences(signal, regions, rule_settings)
             spans = [(group[0].start, group[-1].end) for group in groups]
-            predicted += [labels[int(np.argmax(p))] for p in expanded]
+            predicted += [scorer.label(p) for p in expanded]
             joined += sum(len(group) - 1 for group in groups)
             truth = truth_spans(recording)
-            across += sum(sum(cover(t, span) > 0 for t in truth) > 1 for span in spans)
+            across += sum(len(touching(span, truth)) > 1 for span in spans)
             if recording.kind == "single":
                 single += 1
                 single_right += file_label(expanded, regions, labels) == recording.utterances[0][2]

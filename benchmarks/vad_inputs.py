@@ -130,6 +130,19 @@ class Scorer:
         """A clip scored whole: one window centred on it, as ``benchmarks/accuracy.py``."""
         return self.probs([center_window(signal, self.window)])
 
+    def label(self, probs: np.ndarray) -> str:
+        """The class of the highest probability."""
+        return self.model.labels[int(np.argmax(probs))]
+
+    def clips_whole(self, recordings: list[Recording]) -> float:
+        """Accuracy over the recordings' utterances of their source clips, each scored whole
+        once (no background, no segmentation): the reference of the long-recording bar."""
+        utterances = [u for r in recordings for u in r.utterances]
+        whole = {
+            path: self.label(self.whole(load_audio(path))) for path in {u[3] for u in utterances}
+        }
+        return float(np.mean([whole[u[3]] == u[2] for u in utterances]))
+
     def sentences(
         self, signal: np.ndarray, spans: list[tuple[int, int]], settings: Segmentation
     ) -> tuple[list[np.ndarray], list[list[Region]]]:
@@ -173,7 +186,7 @@ def evaluate(
     for recording in recordings:
         signal, found = signals[recording.name], spans[recording.name]
         probs = scorer.regions(signal, found, margin, floor_db, gate_db)
-        predicted += [labels[int(np.argmax(p))] for p in probs]
+        predicted += [scorer.label(p) for p in probs]
         if recording.kind == "single":
             single += 1
             single_right += file_label(probs, found, labels) == recording.utterances[0][2]
