@@ -53,12 +53,8 @@ class Encoder:
         x = np.concatenate([f for f, _ in self.frames])
         y = np.concatenate([m for _, m in self.frames])
         fitted = gate_regression().fit(x, y)
-        weight, bias = linear_rule(fitted)
-        layers, hidden = self.model.num_layers, self.model.hidden_size
-        self.gate = SpeechGate(layers, hidden)
-        with torch.no_grad():
-            self.gate.weight.copy_(torch.from_numpy(weight.reshape(layers, hidden)))
-            self.gate.bias.fill_(bias)
+        self.gate = SpeechGate(self.model.num_layers, self.model.hidden_size)
+        self.gate.set_rule(*linear_rule(fitted))
         self.frames = []
         return float(fitted.score(x, y))
 

@@ -114,8 +114,7 @@ def test_the_gate_learns_the_vads_frames_from_the_encoder(speech_manifest, tiny_
         valid = valid_frames(torch.from_numpy(audio), backbone.samples_per_frame, states.shape[2])
         truth = frame_marks(marks, backbone.samples_per_frame, states.shape[2])[valid]
         module = SpeechGate(backbone.num_layers, backbone.hidden_size)
-        module.weight.copy_(gate.weight)
-        module.bias.copy_(gate.bias)
+        module.set_rule(gate.weight, gate.bias)
         found = module(states, valid)[valid]
     agreement = float((found == truth).float().mean())
     truth_share = float(truth.float().mean())

@@ -18,9 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HEADS = ("pooled", "reference")
 LAYER_MODES = ("weighted", "last")
@@ -95,6 +99,13 @@ class SpeechGate(nn.Module):
         super().__init__()
         self.register_buffer("weight", torch.zeros(num_layers, hidden))
         self.register_buffer("bias", torch.zeros(1))
+
+    def set_rule(self, weight: np.ndarray | torch.Tensor, bias: float | torch.Tensor) -> None:
+        """Take a fitted linear rule (:func:`ser.training.speech_gate.linear_rule`): ``weight``
+        holds layers x hidden numbers in any shape, layer by layer."""
+        with torch.no_grad():
+            self.weight.copy_(torch.as_tensor(weight).reshape(self.weight.shape))
+            self.bias.copy_(torch.as_tensor(bias).reshape(1))
 
     def forward(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         score = torch.einsum("blth,lh->bt", states, self.weight) + self.bias

@@ -412,8 +412,7 @@ def _train_heads(
             speech_gate=gate is not None,
         )  # fmt: skip
         if gate is not None:
-            head.gate.weight.copy_(gate.weight)
-            head.gate.bias.copy_(gate.bias)
+            head.gate.set_rule(gate.weight, gate.bias)
         recording = getattr(head, "recording", None)
         with torch.no_grad():
             valid = head.gate(fit_states, fit_valid) if gate is not None else fit_valid
