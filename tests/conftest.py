@@ -36,6 +36,52 @@ def forest_onnx(trained_forest, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 @pytest.fixture(scope="session")
+def speech_manifest(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Two-second clips of speech-like bursts in quiet noise, louder with the class."""
+    import csv
+
+    import soundfile as sf
+
+    from ser.labels import LABELS
+
+    from synth import bursts
+
+    root = tmp_path_factory.mktemp("speech-corpus")
+    rows, seed = [], 0
+    for split, count in {"train": 4, "validation": 1, "test": 1}.items():
+        for index, label in enumerate(LABELS):
+            for n in range(count):
+                seed += 1
+                start = 0.3 + 0.1 * (seed % 5)
+                signal = bursts([(start, start + 1.0)], 2.0, seed=seed)
+                name = f"{split}-{label}-{n}.wav"
+                sf.write(root / name, signal * (0.5 + 0.1 * index), 16_000)
+                rows.append({"path": name, "label": label, "speaker": f"s{n}", "split": split})
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "speaker", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(manifest)
+
+
+@pytest.fixture(scope="session")
+def gated_onnx(speech_manifest, tiny_whisper, tmp_path_factory) -> Path:
+    """A tiny Whisper model trained with ``--pool speech`` (4 s window) and exported: its
+    metadata says ``pool`` = ``speech``, so ``vad`` scoring joins sentences by default."""
+    from ser.corpus import load_corpus
+    from ser.export.neural import export_neural
+    from ser.training.neural import NeuralConfig, train_neural
+
+    config = NeuralConfig(window_s=4.0, views=1, epochs=2, augment=False, pool="speech",
+                          backbone=str(tiny_whisper))  # fmt: skip
+    root = tmp_path_factory.mktemp("gated")
+    train_neural(load_corpus(speech_manifest), root / "run", root / "cache", config)
+    export_neural(root / "run", root / "gated.onnx")
+    return root / "gated.onnx"
+
+
+@pytest.fixture(scope="session")
 def tiny_wav2vec2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised wav2vec2 with the real architecture's frame rate (320 samples)."""
     import torch

@@ -6,6 +6,8 @@ whose scores are batch-invariant, so the Ray engine's groups and the local engin
 must give identical reports.
 """
 
+import csv
+import io
 import json
 import os
 import signal
@@ -151,6 +153,45 @@ def test_vad_segmentation_on_two_nodes_writes_the_local_engines_report_and_segme
     assert all("vad=silero" in row["settings"] for row in rows.values())
     segment_rows = outputs["ray"][1].decode().splitlines()[1:]
     assert len(segment_rows) == 10  # two utterances in each talking file
+
+
+def _sentence_rows(segments: bytes, name: str) -> list[list[str]]:
+    """The probability cells of one file's segment rows, in time order."""
+    rows = [r for r in csv.DictReader(io.StringIO(segments.decode())) if r["path"].endswith(name)]
+    return [[v for k, v in row.items() if k.startswith("p_")] for row in rows]
+
+
+def test_a_model_pooling_over_speech_joins_sentences_on_two_nodes_as_locally(
+    cluster, gated_onnx, tmp_path
+):
+    """Ray's workers settle the sentence pause from the model's metadata as the local engine."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for n in range(3):  # a fragment, 0.7 s of pause, the rest of its sentence; later, alone
+        spans = [(0.5, 1.0), (1.7, 3.0 + 0.1 * n), (6.0, 7.5)]
+        sf.write(audio / f"talk{n}.wav", bursts(spans, 9.0, seed=n), 16_000)
+    outputs = {}
+    for engine, extra in (
+        ("local", []),
+        ("ray", _ray(cluster)),
+        ("alone", ["--vad-sentence-pause", "0"]),
+    ):
+        report, segments = tmp_path / f"{engine}.csv", tmp_path / f"{engine}-s.csv"
+        result = CliRunner().invoke(main, [
+            "score", str(audio), "-o", str(report), "--segments", str(segments), "--model",
+            str(gated_onnx), "--segmentation", "vad", "--batch-size", "2", *extra,
+        ])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[engine] = (report.read_bytes(), segments.read_bytes())
+    assert outputs["ray"] == outputs["local"]
+    rows = read_report(tmp_path / "ray.csv", "csv")
+    assert len(rows) == 3 and all("sentence_pause=1 " in row["settings"] for row in rows)
+    for n in range(3):
+        joined = _sentence_rows(outputs["ray"][1], f"talk{n}.wav")
+        alone = _sentence_rows(outputs["alone"][1], f"talk{n}.wav")
+        assert len(joined) == len(alone) == 3
+        assert joined[0] == joined[1] and alone[0] != alone[1]  # scored as one sentence
+        assert joined[2] == alone[2]  # the last utterance stays alone
 
 
 def test_a_worker_killed_mid_run_is_retried_and_the_report_is_complete(cluster, tmp_path):

@@ -32,28 +32,6 @@ RATE = 16_000
 QUICK = NeuralConfig(window_s=2.0, views=1, epochs=2, augment=False, pool="speech")
 
 
-@pytest.fixture(scope="module")
-def speech_manifest(tmp_path_factory) -> str:
-    """Two-second clips of speech-like bursts in quiet noise, pitch rising with the class."""
-    root = tmp_path_factory.mktemp("speech-corpus")
-    rows, seed = [], 0
-    for split, count in {"train": 4, "validation": 1, "test": 1}.items():
-        for index, label in enumerate(LABELS):
-            for n in range(count):
-                seed += 1
-                start = 0.3 + 0.1 * (seed % 5)
-                signal = bursts([(start, start + 1.0)], 2.0, seed=seed)
-                name = f"{split}-{label}-{n}.wav"
-                sf.write(root / name, signal * (0.5 + 0.1 * index), RATE)
-                rows.append({"path": name, "label": label, "speaker": f"s{n}", "split": split})
-    manifest = root / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "speaker", "split"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(manifest)
-
-
 def _gated_head(seed: int = 0) -> PooledHead:
     torch.manual_seed(seed)
     head = build_head(
