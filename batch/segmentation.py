@@ -136,8 +136,17 @@ class Segmentation:
 
     @property
     def sentence_pause(self) -> int:
-        """:attr:`sentence_pause_s` in samples (None, not settled for a model yet: 0)."""
-        return round((self.sentence_pause_s or 0.0) * SAMPLE_RATE)
+        """:attr:`sentence_pause_s` in samples.
+
+        Raises:
+            ValueError: while it is still the model's to settle (None): reading it as 0 would
+                score a gated model's sentences apart without a word.
+        """
+        if self.sentence_pause_s is None:
+            raise ValueError(
+                "the sentence pause is not settled: call for_model(metadata) or alone() first"
+            )
+        return round(self.sentence_pause_s * SAMPLE_RATE)
 
     @property
     def sentence_part(self) -> int:

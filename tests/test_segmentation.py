@@ -522,6 +522,8 @@ def test_speaker_mode_scores_every_region_alone_by_default():
     plain = RunOptions("r.csv", segmentation="vad").segmenting()
     speakers = RunOptions("r.csv", segmentation="vad", speaker_from="folder").segmenting()
     assert plain.sentence_pause_s is None  # the model's own, settled when it is loaded
+    with pytest.raises(ValueError, match="not settled"):
+        plain.sentence_pause  # noqa: B018 (never read as 0 before it is settled)
     for pool, pause in (("speech", 1.0), (None, 0.0)):  # by the frontend itself, however built
         frontend = SpeechFrontend(WaveformFrontend(_metadata(pool=pool)), plain)
         assert frontend.segmentation.sentence_pause_s == pause
