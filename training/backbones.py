@@ -60,6 +60,11 @@ class SpeechEncoder(nn.Module):
         path = Path(self.name_or_path)
         return str(path.resolve()) if path.exists() else self.name_or_path
 
+    def cache_identity(self) -> str:
+        """What makes this encoder's states what they are, as text for cache keys: its source
+        and configuration (an encoder with frontend settings adds them)."""
+        raise NotImplementedError
+
     def describe(self) -> dict[str, object]:
         return {
             "backbone": self.source(),
@@ -88,6 +93,9 @@ class WaveformEncoder(SpeechEncoder):
     def num_frames(self, samples: int) -> int:
         lengths = self.model._get_feat_extract_output_lengths(torch.tensor([samples]))
         return int(lengths[0])
+
+    def cache_identity(self) -> str:
+        return f"{self.source()}|{self.model.config.to_json_string()}|"
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if self.do_normalize:  # as Wav2Vec2FeatureExtractor: zero mean, unit variance per input
@@ -159,6 +167,12 @@ class WhisperEncoderBackbone(SpeechEncoder):
 
     def num_frames(self, samples: int) -> int:
         return (samples // self.frontend.hop - 1) // 2 + 1
+
+    def cache_identity(self) -> str:
+        text = f"{self.source()}|{self.encoder.config.to_json_string()}|{self.pad_30s}"
+        if self.dynamic_range_db != WHISPER_DYNAMIC_RANGE_DB:  # Whisper's own keeps older keys
+            text += f"|range{self.dynamic_range_db!r}"  # a float: 60, 60.0, np.float64(60) alike
+        return text
 
     def describe(self) -> dict[str, object]:
         """The frontend this encoder really ran, over what a training config asked for."""

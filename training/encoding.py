@@ -25,7 +25,7 @@ import torch
 from ser.audio import center_window, load_audio
 from ser.corpus import Clip, label_indices
 from ser.training.augment import Augmentation, random_crop
-from ser.training.backbones import WHISPER_DYNAMIC_RANGE_DB, SpeechEncoder
+from ser.training.backbones import SpeechEncoder
 from ser.training.cache import ArrayCache, content_digest, file_key
 from ser.training.devices import encoder_arithmetic
 from ser.training.heads import valid_frames
@@ -53,12 +53,7 @@ def window_bytes(backbone: SpeechEncoder, window: int) -> int:
 
 def backbone_fingerprint(backbone: SpeechEncoder) -> str:
     """Identity of a backbone for cache keys: its source, configuration and frontend."""
-    config = backbone.model.config if hasattr(backbone, "model") else backbone.encoder.config
-    text = f"{backbone.source()}|{config.to_json_string()}|{getattr(backbone, 'pad_30s', '')}"
-    dynamic_range = getattr(backbone, "dynamic_range_db", WHISPER_DYNAMIC_RANGE_DB)
-    if dynamic_range != WHISPER_DYNAMIC_RANGE_DB:  # Whisper's own range keeps the older keys
-        text += f"|range{dynamic_range!r}"  # a float: 60, 60.0 and np.float64(60) alike
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(backbone.cache_identity().encode()).hexdigest()[:16]
 
 
 def clip_views(
