@@ -351,7 +351,8 @@ def load_model(
 
     Raises:
         ModelError: when the model cannot be found or loaded, or lacks ser's metadata.
-        ValueError: for threads or sessions under 1, or a hop under 0.01 s.
+        ValueError: for threads or sessions under 1, or a hop under 0.01 s or longer than the
+            model's window.
     """
     for name, value in (("threads", threads), ("sessions", sessions)):
         if value is not None:
@@ -360,7 +361,9 @@ def load_model(
     if isinstance(segmentation, str):
         segmentation = Segmentation(segmentation)
     pool = SessionPool(name_or_path, device=device, threads=threads, sessions=sessions)
-    return Model(pool, hop=hop, segmentation=segmentation)
+    model = Model(pool, hop=hop, segmentation=segmentation)
+    frontend_for(model.metadata, hop_s=hop)  # a hop longer than the window: ValueError, now
+    return model
 
 
 def _at_least_one(value: int, name: str) -> int:

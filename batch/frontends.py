@@ -99,6 +99,11 @@ class WaveformFrontend:
         self.single_limit = int(self.single_window_up_to * self.window)
         hop_s = check_hop(hop_s) or metadata.hop_s or metadata.window_s
         self.hop = max(1, round(hop_s * metadata.sample_rate))
+        if self.hop > self.window:
+            raise ValueError(
+                f"the hop ({hop_s:g} s) must not exceed the model's window "
+                f"({metadata.window_s:g} s): the audio between windows would go unscored"
+            )
         self.settings = f"window={self.window} hop={self.hop}"
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:

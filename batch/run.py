@@ -158,7 +158,11 @@ def run_scoring(inputs: Sequence[str | Path], options: RunOptions) -> RunOutcome
     model = engine.model
     segmentation = segmentation.for_model(model.metadata)  # as the frontends settle it
     # fails on a bad model; names the window, hop and segmentation (part of every row's key)
-    settings = frontend_for(model.metadata, hop_s=options.hop, segmentation=segmentation).settings
+    try:
+        frontend = frontend_for(model.metadata, hop_s=options.hop, segmentation=segmentation)
+    except ValueError as error:  # a hop longer than this model's window
+        raise UsageError(str(error)) from None
+    settings = frontend.settings
     to_file = options.output != "-"
     report = Path(options.output)
     speaker = None

@@ -89,10 +89,13 @@ class Segmentation:
                 f"VAD minimum silence ({self.min_silence_s} s) must be at least twice the padding "
                 f"({self.pad_s} s), so that padded regions never overlap"
             )
-        if self.max_speech_s < 1.0 or self.max_speech_s <= self.min_speech_s + 2 * self.pad_s:
+        frame_s = FRAME / SAMPLE_RATE  # the tracker splits a frame early, as Silero does
+        if self.max_speech_s < 1.0 or (
+            self.max_speech_s <= self.min_speech_s + 2 * self.pad_s + frame_s
+        ):
             raise ValueError(
                 f"VAD maximum speech ({self.max_speech_s} s) must be at least 1 s and longer than "
-                "the minimum speech plus twice the padding"
+                f"the minimum speech plus twice the padding plus one {frame_s * 1000:g} ms frame"
             )
         if self.refresh_s != 0 and self.refresh_s < 1.0:
             raise ValueError(f"VAD refresh must be 0 (never) or at least 1 s, got {self.refresh_s}")
@@ -227,28 +230,42 @@ class SpeechTracker:
         if speech and not self.triggered:
             self.triggered, self.start = True, current
             return
-        if self.triggered and current - self.start > self.max_speech:
-            self._split(current, out)
         if prob < self.negative and self.triggered:
             if not self.temp_end:
                 self.temp_end = current
-            if current - self.temp_end < self.min_silence:
+            if current - self.temp_end >= self.min_silence:  # the region ends at its pause
+                if self.temp_end - self.start > self.min_speech:
+                    out.append(self._region(self.start, self.temp_end))
+                self.triggered, self.temp_end, self.pauses = False, 0, []
                 return
-            if self.temp_end - self.start > self.min_speech:
-                out.append(self._region(self.start, self.temp_end))
-            self.triggered, self.temp_end, self.pauses = False, 0, []
+        if self.triggered and current - self.start > self.max_speech:  # not ending: too long?
+            self._split(current, out)
 
     def _split(self, current: int, out: list[Region]) -> None:
-        """Cut an over-long region at its longest pause, else here."""
-        if self.pauses:
-            end, length = max(self.pauses, key=lambda pause: pause[1])
-            out.append(self._region(self.start, end, gap=length))
-            self.start = end + length
-            self.pauses = [pause for pause in self.pauses if pause[0] > end]  # the rest's
-        else:
+        """Cut an over-long region at its longest pause, else here.
+
+        The pause going on counts too (at the maximum, the region may already be in the
+        silence that would close it): cut there, the region simply ends. A cut at an earlier
+        pause leaves the pause going on counting, so it still ends the rest once it lasts
+        ``min_silence``. Only pauses after at least ``min_speech`` of the region are cuts, so
+        no piece is shorter than a region may be.
+        """
+        ongoing = [(self.temp_end, current - self.temp_end)] if self.temp_end else []
+        cuts = [
+            (end, length) for end, length in [*self.pauses, *ongoing]
+            if length > self.min_pause and end - self.start > self.min_speech
+        ]  # fmt: skip
+        if not cuts:
             out.append(self._region(self.start, current, gap=0))
-            self.triggered, self.pauses = False, []
-        self.temp_end = 0
+            self.triggered, self.pauses, self.temp_end = False, [], 0
+            return
+        end, length = max(cuts, key=lambda pause: pause[1])
+        out.append(self._region(self.start, end, gap=length))
+        if end == self.temp_end:  # the silence going on: nothing of the region is left
+            self.triggered, self.pauses, self.temp_end = False, [], 0
+            return
+        self.start = end + length
+        self.pauses = [pause for pause in self.pauses if pause[0] > end]  # the rest's
 
     def _region(self, start: int, end: int, *, gap: int | None = None, total: int = 0) -> Region:
         """``[start, end)`` padded; after a split at a pause of ``gap`` samples, half of it."""

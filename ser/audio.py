@@ -83,8 +83,9 @@ def stream_audio(
     produced = 0
     try:
         for mono in blocks:
-            if not np.isfinite(mono).all():
-                raise AudioError(f"{path}: audio holds NaN or infinite samples")
+            problem = unusable_samples(mono)
+            if problem:
+                raise AudioError(f"{path}: {problem}")
             out = resampler.resample_chunk(mono) if resampler else mono
             produced += out.size
             if out.size:
@@ -244,8 +245,9 @@ def prepare_signal(signal: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE
         raise AudioError(f"expected a 1-D or 2-D signal, got shape {signal.shape}")
     if signal.size == 0:
         raise AudioError("no audio samples (empty file)")
-    if not np.isfinite(signal).all():
-        raise AudioError("audio holds NaN or infinite samples")
+    problem = unusable_samples(signal)
+    if problem:
+        raise AudioError(problem)
     if rate <= 0:
         raise AudioError(f"invalid sample rate {rate}")
     if rate != sample_rate:
@@ -253,6 +255,24 @@ def prepare_signal(signal: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE
         if signal.size == 0:
             raise AudioError("too short to resample (under one output sample)")
     return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+MAX_ABS_SAMPLE = 1000.0
+"""Float samples past this (60 dB over full scale) are corrupt, not loud: the models' arithmetic
+overflows to NaN on them (Whisper's power spectrum in float32 past about 1e19)."""
+
+
+def unusable_samples(samples: np.ndarray) -> str | None:
+    """Why these samples cannot be scored, in a few words (None: they can)."""
+    if not np.isfinite(samples).all():
+        return "audio holds NaN or infinite samples"
+    peak = float(np.abs(samples).max(initial=0.0))
+    if peak > MAX_ABS_SAMPLE:
+        return (
+            f"audio holds samples far outside full scale (peak {peak:.3g}, "
+            f"at most {MAX_ABS_SAMPLE:g})"
+        )
+    return None
 
 
 def center_window(signal: np.ndarray, length: int) -> np.ndarray:

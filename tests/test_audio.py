@@ -71,6 +71,18 @@ def test_missing_file_and_nan_samples(tmp_path):
         load_audio(tmp_path / "nan.wav")
 
 
+def test_samples_far_past_full_scale_are_refused_not_scored_as_nan(tmp_path):
+    """Finite but absurd float samples (1e30) once gave an ok row of NaN probabilities."""
+    loud = _sine(200, 0.5, 16_000)
+    sf.write(tmp_path / "over.wav", 4 * loud, 16_000, subtype="FLOAT")  # loud, still audio
+    assert np.abs(load_audio(tmp_path / "over.wav")).max() > 1
+    sf.write(tmp_path / "huge.wav", 1e30 * loud, 16_000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="far outside full scale"):
+        load_audio(tmp_path / "huge.wav")
+    with pytest.raises(AudioError, match="far outside full scale"):
+        prepare_signal(1e30 * loud, 16_000)
+
+
 def test_prepare_signal_rejects_empty_and_bad_shapes():
     with pytest.raises(AudioError, match="empty"):
         prepare_signal(np.zeros(0), 16_000)

@@ -146,6 +146,21 @@ def test_cuda_asked_for_without_cuda_is_an_error_not_a_fallback(tmp_path):
     assert result.exit_code == 2 and "CUDA" in result.output
 
 
+def test_a_hop_longer_than_the_window_is_refused_in_one_line(tmp_path):
+    """Windows would start past the end of short files, and audio between them go unscored."""
+    import ser
+
+    sf.write(tmp_path / "a.wav", voiced(180, 6.0), 16_000)
+    args = ["score", str(tmp_path / "a.wav"), "-o", str(tmp_path / "r.csv"), "--model",
+            "whisper-gated-rooms", "--hop"]  # fmt: skip
+    result = CliRunner().invoke(batch_main, [*args, "8"])
+    assert result.exit_code == 2 and "must not exceed the model's window (4 s)" in result.output
+    assert result.output.strip().count("\n") == 0 and not (tmp_path / "r.csv").exists()
+    assert CliRunner().invoke(batch_main, [*args, "4"]).exit_code == 0  # a hop of one window
+    with pytest.raises(ValueError, match="must not exceed"):
+        ser.load_model("whisper-gated-rooms", hop=4.5)
+
+
 def test_waveform_windows_match_training_evaluation_and_stream_identically():
     from ser.batch.frontends import WaveformFrontend
     from ser.metadata import ModelMetadata

@@ -68,6 +68,33 @@ def test_an_over_long_region_is_split_at_its_longest_pause():
     assert found[2][1] == pytest.approx(25.0 + 0.03, abs=0.04)
 
 
+def test_a_region_under_the_maximum_is_not_split_while_its_closing_pause_is_counted():
+    """The maximum was once checked during the silence that closes a region: a 19.6 s region
+    was cut at an inner pause and its second part ran 0.3 s into the silence."""
+    probs = _frames([(2.0, 11.0), (11.26, 21.6)], 28.0)  # 19.6 s; limit 20 - frame - 2 pads
+    found = _seconds(_track(probs, Segmentation()))
+    assert len(found) == 1
+    assert found[0] == pytest.approx((2.0 - 0.03, 21.6 + 0.03), abs=0.04)
+    # an inner pause longer than the closing one (its end neither speech nor silence, 0.4)
+    probs[int(11.1 * RATE) // FRAME : int(11.26 * RATE) // FRAME] = 0.4
+    probs[int(11.26 * RATE) // FRAME : int(11.6 * RATE) // FRAME] = 0.4
+    assert len(_track(probs, Segmentation())) == 1
+
+
+def test_a_pause_longer_than_min_silence_ends_a_region_even_when_a_split_falls_inside_it():
+    """A split at an earlier pause must not restart the count of the pause going on."""
+    probs = _frames([(2.0, 11.0), (11.26, 13.25), (13.64, 15.5)], 18.0)  # pauses 0.26, 0.39 s
+    found = _seconds(_track(probs, Segmentation(max_speech_s=11.5)))
+    assert [round(end - start, 1) for start, end in found] == [9.1, 2.1, 1.9]
+    assert found[1][1] == pytest.approx(13.25 + 0.03, abs=0.04)
+
+
+def test_a_split_leaves_no_piece_shorter_than_min_speech():
+    probs = _frames([(1.0, 1.1), (1.3, 4.0)], 6.0)  # the only long pause right after 0.1 s
+    found = _seconds(_track(probs, Segmentation(max_speech_s=1.0, min_silence_s=0.3)))
+    assert all(end - start > 0.25 for start, end in found), found
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 512, 100_000])
 def test_regions_do_not_depend_on_how_the_frames_arrive(chunk):
     probs = np.random.default_rng(0).uniform(0, 1, 3000) ** 3  # 96 s of flickering probability
@@ -81,6 +108,7 @@ def test_regions_do_not_depend_on_how_the_frames_arrive(chunk):
         (dict(threshold=1.5), "between 0 and 1"),
         (dict(min_silence_s=0.05, pad_s=0.03), "at least twice the padding"),
         (dict(max_speech_s=0.5), "at least 1 s"),
+        (dict(max_speech_s=1.0, pad_s=0.49, min_silence_s=1.0, min_speech_s=0), "32 ms frame"),
         (dict(context_s=float("nan")), "finite"),  # nan passes every range check
         (dict(min_speech_s=float("nan")), "finite"),
         (dict(max_speech_s=float("inf")), "finite"),
