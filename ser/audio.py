@@ -160,7 +160,7 @@ class AudioFile:
         if rate < MIN_SAMPLE_RATE:
             problem = f"a sample rate of {rate} Hz (under {MIN_SAMPLE_RATE} Hz)"
         elif frames > MAX_FRAMES_PER_BYTE * max(size, 1):
-            problem = f"{frames / rate / 3600:.1f} h of audio in {size / 1000:.1f} kB"
+            problem = f"{_seconds(frames / rate)} of audio in {size / 1000:.1f} kB"
         if problem:
             self.close()
             raise AudioError(f"{self.path}: header declares {problem}; refused")
@@ -273,6 +273,11 @@ def unusable_samples(samples: np.ndarray) -> str | None:
             f"at most {MAX_ABS_SAMPLE:g})"
         )
     return None
+
+
+def _seconds(value: float) -> str:
+    """A duration as people read it: ``150 s``, ``2.5 h``."""
+    return f"{value:.0f} s" if value < 3600 else f"{value / 3600:.1f} h"
 
 
 def center_window(signal: np.ndarray, length: int) -> np.ndarray:

@@ -191,6 +191,8 @@ def test_absurd_headers_are_refused_before_decoding(tmp_path):
     audio.mkdir()
     sf.write(audio / "100hz.wav", np.zeros(4_000, np.float32), 100)  # "40 s" at 100 Hz
     _lying_flac(audio / "lying.flac", hours=5)
+    _lying_flac(audio / "cut.flac", hours=150 / 3600)  # 150 s claimed, 200 bytes kept
+    (audio / "cut.flac").write_bytes((audio / "cut.flac").read_bytes()[:200])
     assert sf.info(str(audio / "lying.flac")).duration == 5 * 3600  # what the header claims
     _write(audio / "good.wav")
     with pytest.raises(AudioError, match="sample rate of 100 Hz"):
@@ -202,6 +204,7 @@ def test_absurd_headers_are_refused_before_decoding(tmp_path):
         "header declares a sample rate of 100 Hz (under 1000 Hz); refused"
     )
     assert rows["lying.flac"]["error"].startswith("header declares 5.0 h of audio in ")
+    assert rows["cut.flac"]["error"] == "header declares 150 s of audio in 0.2 kB; refused"
     assert rows["good.wav"]["status"] == "ok"
 
 
