@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import importlib.util
+import math
 import os
 import stat
 from collections.abc import Generator, Iterator
@@ -182,6 +183,7 @@ class AudioFile:
                 signal = self._file.read(dtype="float32", always_2d=True)
             except _SOUNDFILE_ERRORS as error:  # a header libsndfile reads, samples it cannot
                 refusal = error
+                signal = self._readable_rest(0)  # all of them, or up to where it was cut short
         if signal is None:
             file_rate, blocks = _ffmpeg_blocks(self.path, None, refusal)
             if not file_rate:
@@ -200,25 +202,57 @@ class AudioFile:
         if self._file is None:
             return _ffmpeg_blocks(self.path, block_s, self._refusal)
         rate = self._file.samplerate
-        return rate, self._mono_blocks(max(1, int(block_s * rate)))
+        # whole pieces of SALVAGE_FRAMES: a block that reads is never past what
+        # :meth:`_readable_rest` finds in a file cut short
+        pieces = max(1, math.ceil(block_s * rate / SALVAGE_FRAMES))
+        return rate, self._mono_blocks(pieces * SALVAGE_FRAMES)
 
     def _mono_blocks(self, size: int) -> Generator[np.ndarray, None, None]:
         """Blocks of ``size`` frames (an MPEG file without FFmpeg: read whole, then cut), none
         past the last frame actually read: a file shorter than its header says ends there."""
         try:
             whole = self._file.read(dtype="float32", always_2d=True) if self._whole_only else None
+            position = 0
             while True:
                 if whole is not None:
                     block, whole = whole[:size], whole[size:]
                 else:
-                    block = self._file.read(size, dtype="float32", always_2d=True)
+                    try:
+                        block = self._file.read(size, dtype="float32", always_2d=True)
+                    except _SOUNDFILE_ERRORS:
+                        rest = self._readable_rest(position)
+                        if rest is None and not position:
+                            raise
+                        if rest is not None:
+                            yield rest
+                        return
                 if not len(block):
                     return
+                position += len(block)
                 yield _mono(block)
                 if whole is None and len(block) < size:
                     return
         finally:
             self.close()
+
+    def _readable_rest(self, position: int) -> np.ndarray | None:
+        """The mono samples readable from frame ``position`` on (None: none). A FLAC cut short
+        inside its audio fails the read that crosses the cut, and where libsndfile stops
+        depends on how it was read; so the file is read again from its start, in pieces of
+        :data:`SALVAGE_FRAMES`, up to the first that fails: the same last sample for a whole
+        read and for a stream in blocks of any size (only the samples from ``position`` are
+        kept, so memory stays at one block).
+        """
+        kept, read = [], 0
+        try:  # a fresh open: after a failed read, libsndfile's decoder may fail sooner
+            with sf.SoundFile(_descriptor(self.path)) as fresh:
+                while len(piece := fresh.read(SALVAGE_FRAMES, dtype="float32", always_2d=True)):
+                    if read + len(piece) > position:
+                        kept.append(piece[max(0, position - read) :])
+                    read += len(piece)
+        except _SOUNDFILE_ERRORS:
+            pass
+        return _mono(np.concatenate(kept)) if kept else None
 
     def close(self) -> None:
         """Close the file (again is harmless)."""
@@ -256,6 +290,9 @@ def prepare_signal(signal: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE
             raise AudioError("too short to resample (under one output sample)")
     return np.ascontiguousarray(signal, dtype=np.float32)
 
+
+SALVAGE_FRAMES = 1024
+"""Frames read at a time after a read failed inside the audio (a file cut short there)."""
 
 MAX_ABS_SAMPLE = 1000.0
 """Float samples past this (60 dB over full scale) are corrupt, not loud: the models' arithmetic
@@ -421,14 +458,21 @@ class _FFmpegFile:
 
         Closes the file when exhausted or closed.
         """
+        decoded = False
         try:
-            for frame in self.container.decode(self.stream):
-                for planar in self._to_float.resample(frame):
-                    yield planar.sample_rate, planar.to_ndarray().mean(axis=0, dtype=np.float32)
+            try:
+                for frame in self.container.decode(self.stream):
+                    decoded = True
+                    for planar in self._to_float.resample(frame):
+                        yield planar.sample_rate, planar.to_ndarray().mean(axis=0, dtype=np.float32)
+            except self._errors as error:
+                if not decoded:
+                    raise AudioError(
+                        f"{self.path}: cannot decode audio ({self._reason(error)})"
+                    ) from None
+                # a file cut short inside its audio: it ends where decoding stops
             for planar in self._to_float.resample(None):
                 yield planar.sample_rate, planar.to_ndarray().mean(axis=0, dtype=np.float32)
-        except self._errors as error:
-            raise AudioError(f"{self.path}: cannot decode audio ({self._reason(error)})") from None
         finally:
             self.close()
 
