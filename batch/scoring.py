@@ -211,12 +211,14 @@ def plan_batches(prepared: Iterable[Prepared], batch_size: int = 16) -> Iterator
 
 
 def score_batch(
-    batch: list[Prepared], model: ScoringModel, batch_size: int = 16, features: bool = False
-) -> list[FileScore]:
+    batch: list[Prepared], model: ScoringModel, batch_size: int = 16, features: bool = False,
+    stop: threading.Event | None = None,
+) -> list[FileScore]:  # fmt: skip
     """Scores of one batch from :func:`plan_batches`, in its order (``features``: with the
-    items' frame features for speaker mode)."""
+    items' frame features for speaker mode). A long file stops at its next chunk once ``stop``
+    is set (its score is then an error no one reads: the run is ending)."""
     if len(batch) == 1 and batch[0].stream is not None:
-        return [_score_stream(batch[0], model, batch_size, features)]
+        return [_score_stream(batch[0], model, batch_size, features, stop)]
     return list(_flush(batch, model, batch_size, features))
 
 
@@ -235,16 +237,18 @@ def score_prepared(
         for batch in batches:
             yield from score_batch(batch, model, batch_size, features)
         return
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=sessions, thread_name_prefix="ser-session") as pool:
         in_flight: deque = deque()
         try:
             for batch in batches:
-                in_flight.append(pool.submit(score_batch, batch, model, batch_size, features))
+                in_flight.append(pool.submit(score_batch, batch, model, batch_size, features, stop))
                 if len(in_flight) > sessions:
                     yield from in_flight.popleft().result()
             while in_flight:
                 yield from in_flight.popleft().result()
-        finally:  # stopped early: queued batches are dropped, running ones finish
+        finally:  # stopped early: queued batches are dropped, running ones finish, but a
+            stop.set()  # long file (hours, one batch) stops at its next chunk
             for future in in_flight:
                 future.cancel()
 
@@ -379,13 +383,16 @@ def _segments(inputs: ModelInputs, probs: np.ndarray, rate: int) -> list[Segment
 
 
 def _score_stream(
-    item: Prepared, model: ScoringModel, batch_size: int, features: bool
-) -> FileScore:
+    item: Prepared, model: ScoringModel, batch_size: int, features: bool,
+    stop: threading.Event | None = None,
+) -> FileScore:  # fmt: skip
     """Score a long file chunk by chunk: running weighted sums, never the whole file."""
     rate = model.metadata.sample_rate
     totals, samples, segments, kept = _Totals(), 0, [], []
     try:
         for chunk in item.stream():
+            if stop is not None and stop.is_set():
+                return FileScore(item.found, error="abandoned: the run was stopped")
             probs, extra = chunk.rows, None
             if len(chunk.rows):
                 probs, extra = _predict(model, chunk.rows, batch_size, features)

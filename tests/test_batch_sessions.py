@@ -71,3 +71,40 @@ def test_engine_ray_without_ray_installed_is_one_line_before_any_work(tmp_path, 
 )
 def test_decoding_threads_default_to_four_on_cuda_and_two_elsewhere(provider, workers):
     assert default_workers(provider) == workers
+
+
+def test_a_stopped_run_leaves_a_long_file_at_its_next_chunk_not_at_its_end(tmp_path):
+    """With several sessions, a stop (SIGINT, SIGTERM) once waited for the long file being
+    scored to its end: minutes for an hours-long file, one batch of its own."""
+    import os
+    import signal
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ser.batch.cli import Interrupted, _stop_signals_raise
+    from ser.batch.discovery import Found
+    from ser.batch.frontends import ModelInputs
+    from ser.batch.scoring import Prepared, score_prepared
+
+    chunks = []
+
+    def stream():
+        for n in range(300):
+            chunks.append(n)
+            if n == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler stops the main thread
+            time.sleep(0.01)
+            yield ModelInputs(
+                np.zeros((1, 8), np.float32), np.array([n * 8]), np.array([n * 8 + 8])
+            )
+
+    model = SimpleNamespace(
+        sessions=2, metadata=SimpleNamespace(sample_rate=16_000),
+        predict=lambda rows: np.full((len(rows), 2), 0.5, np.float32),
+    )  # fmt: skip
+    long = Prepared(Found.of(tmp_path / "long.wav"), stream=stream)
+    with pytest.raises(Interrupted), _stop_signals_raise():
+        list(score_prepared([long], model))
+    assert len(chunks) < 50, len(chunks)  # stopped within a few chunks, not after all 300
