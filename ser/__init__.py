@@ -6,7 +6,7 @@ It also offers the scoring API (:func:`load_model`), imported only when first us
 ``import ser`` stays light.
 """
 
-__version__ = "0.7.0"
+__version__ = "0.7.1"
 
 _API = ("FileResult", "Model", "Prediction", "load_model")
 __all__ = [*_API, "__version__"]
