@@ -214,8 +214,13 @@ class SpeechTracker:
     def finish(self, total: int) -> list[Region]:
         """The region still open at the end of a ``total``-sample recording, if long enough."""
         out: list[Region] = []
-        if self.triggered and total - self.start > self.min_speech:
-            out.append(self._region(self.start, total, total=total))
+        end = total
+        if self.triggered and end - self.start > self.max_speech:  # over the maximum at the end
+            end = self.temp_end or total  # in a pause: the speech ended where it began
+            while self.triggered and end - self.start > self.max_speech:
+                self._split(end, out)
+        if self.triggered and end - self.start > self.min_speech:
+            out.append(self._region(self.start, end, total=total))
         self.triggered = False
         return [Region(r.start, min(r.end, total)) for r in out]
 
@@ -223,9 +228,11 @@ class SpeechTracker:
         current = self.frame * FRAME
         self.frame += 1
         speech = prob >= self.threshold
+        resumed = None  # the pause speech ends at this frame, however short
         if speech and self.temp_end:
-            if current - self.temp_end > self.min_pause:
-                self.pauses.append((self.temp_end, current - self.temp_end))
+            resumed = (self.temp_end, current - self.temp_end)
+            if resumed[1] > self.min_pause:
+                self.pauses.append(resumed)
             self.temp_end = 0
         if speech and not self.triggered:
             self.triggered, self.start = True, current
@@ -238,32 +245,28 @@ class SpeechTracker:
                     out.append(self._region(self.start, self.temp_end))
                 self.triggered, self.temp_end, self.pauses = False, 0, []
                 return
-        if self.triggered and current - self.start > self.max_speech:  # not ending: too long?
-            self._split(current, out)
+        if self.triggered and not self.temp_end and current - self.start > self.max_speech:
+            self._split(current, out, resumed)  # in speech: too long (a pause decides)
 
-    def _split(self, current: int, out: list[Region]) -> None:
+    def _split(
+        self, current: int, out: list[Region], resumed: tuple[int, int] | None = None
+    ) -> None:
         """Cut an over-long region at its longest pause, else here.
 
-        The pause going on counts too (at the maximum, the region may already be in the
-        silence that would close it): cut there, the region simply ends. A cut at an earlier
-        pause leaves the pause going on counting, so it still ends the rest once it lasts
-        ``min_silence``. Only pauses after at least ``min_speech`` of the region are cuts, so
-        no piece is shorter than a region may be.
+        Called in speech only: while a pause goes on, the region may be about to end within
+        the maximum, so the decision waits for the pause to close (the region ends) or for
+        speech; the pause speech ``resumed`` after is then a cut too, however short, so the
+        piece cut off never runs past the maximum. Only pauses after at least ``min_speech``
+        of the region are cuts, so the piece cut off is never shorter than a region may be.
         """
-        ongoing = [(self.temp_end, current - self.temp_end)] if self.temp_end else []
-        cuts = [
-            (end, length) for end, length in [*self.pauses, *ongoing]
-            if length > self.min_pause and end - self.start > self.min_speech
-        ]  # fmt: skip
+        pauses = [*self.pauses, resumed] if resumed and resumed not in self.pauses else self.pauses
+        cuts = [(end, length) for end, length in pauses if end - self.start > self.min_speech]
         if not cuts:
             out.append(self._region(self.start, current, gap=0))
-            self.triggered, self.pauses, self.temp_end = False, [], 0
+            self.triggered, self.pauses = False, []
             return
         end, length = max(cuts, key=lambda pause: pause[1])
         out.append(self._region(self.start, end, gap=length))
-        if end == self.temp_end:  # the silence going on: nothing of the region is left
-            self.triggered, self.pauses, self.temp_end = False, [], 0
-            return
         self.start = end + length
         self.pauses = [pause for pause in self.pauses if pause[0] > end]  # the rest's
 

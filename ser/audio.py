@@ -183,7 +183,8 @@ class AudioFile:
                 signal = self._file.read(dtype="float32", always_2d=True)
             except _SOUNDFILE_ERRORS as error:  # a header libsndfile reads, samples it cannot
                 refusal = error
-                signal = self._readable_rest(0)  # all of them, or up to where it was cut short
+                if not HAS_FFMPEG:  # FFmpeg decodes past damage; libsndfile stops at it
+                    signal = self._readable_rest(0)  # up to where it was cut or damaged
         if signal is None:
             file_rate, blocks = _ffmpeg_blocks(self.path, None, refusal)
             if not file_rate:
@@ -219,7 +220,10 @@ class AudioFile:
                 else:
                     try:
                         block = self._file.read(size, dtype="float32", always_2d=True)
-                    except _SOUNDFILE_ERRORS:
+                    except _SOUNDFILE_ERRORS as error:
+                        if HAS_FFMPEG:  # as a whole read: FFmpeg from here on
+                            yield from self._ffmpeg_rest(position, size, error)
+                            return
                         rest = self._readable_rest(position)
                         if rest is None and not position:
                             raise
@@ -234,6 +238,23 @@ class AudioFile:
                     return
         finally:
             self.close()
+
+    def _ffmpeg_rest(
+        self, position: int, size: int, refusal: BaseException
+    ) -> Iterator[np.ndarray]:
+        """FFmpeg's mono samples from frame ``position`` on, in blocks of about ``size``: what a
+        whole read gives after libsndfile fails (FFmpeg decodes past a damaged stretch)."""
+        rate, blocks = _ffmpeg_blocks(self.path, size / self._file.samplerate, refusal)
+        if rate != self._file.samplerate:
+            raise AudioError(f"{self.path}: FFmpeg reads {rate} Hz where libsndfile read "
+                             f"{self._file.samplerate} Hz")  # fmt: skip
+        skip = position
+        for block in blocks:
+            if skip >= block.size:
+                skip -= block.size
+                continue
+            yield block[skip:]
+            skip = 0
 
     def _readable_rest(self, position: int) -> np.ndarray | None:
         """The mono samples readable from frame ``position`` on (None: none). A FLAC cut short

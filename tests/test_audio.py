@@ -3,6 +3,7 @@ import pytest
 import soundfile as sf
 
 from ser.audio import (
+    HAS_FFMPEG,
     SAMPLE_RATE,
     AudioFile,
     center_window,
@@ -78,19 +79,34 @@ def test_missing_file_and_nan_samples(tmp_path):
         load_audio(tmp_path / "nan.wav")
 
 
-@pytest.mark.parametrize("keep", [0.5, 0.27])
-def test_a_flac_cut_short_inside_its_audio_is_read_up_to_the_cut_the_same_every_way(tmp_path, keep):
-    """libsndfile fails the read that crosses the cut, at a point that depends on the read;
-    what is read is the same for a whole read and for a stream in blocks of any size."""
+@pytest.mark.parametrize("ffmpeg", [True, False])
+@pytest.mark.parametrize("damage", ["cut at 27%", "cut at 50%", "2 kB zeroed at 30%"])
+def test_a_flac_broken_inside_its_audio_reads_the_same_whole_and_streamed(
+    tmp_path, monkeypatch, damage, ffmpeg
+):
+    """libsndfile fails the read that crosses the damage, at a point that depends on the read.
+    With FFmpeg installed the rest is FFmpeg's (it decodes past damage, up to a cut); without,
+    the file is read again up to the damage. Either way a whole read and a stream in blocks
+    of any size give the same samples."""
+    if ffmpeg and not HAS_FFMPEG:
+        pytest.skip("FFmpeg (PyAV, the formats extra) is not installed")
+    monkeypatch.setattr("ser.audio.HAS_FFMPEG", ffmpeg)
     signal = np.random.default_rng(1).standard_normal(150 * 16_000).astype(np.float32) * 0.1
     sf.write(tmp_path / "whole.flac", signal, 16_000)
-    data = (tmp_path / "whole.flac").read_bytes()
-    (tmp_path / "cut.flac").write_bytes(data[: int(len(data) * keep)])
-    whole = load_audio(tmp_path / "cut.flac")
-    assert 0.8 * keep * 150 < whole.size / 16_000 < 1.1 * keep * 150  # the audio before the cut
-    np.testing.assert_allclose(whole, signal[: whole.size], atol=1e-4)  # 16-bit FLAC
+    data = bytearray((tmp_path / "whole.flac").read_bytes())
+    if damage.startswith("cut"):
+        keep = int(damage.split()[-1][:-1]) / 100
+        data, kept_s = data[: int(len(data) * keep)], keep * 150
+    else:
+        at = int(len(data) * 0.3)
+        data[at : at + 2000] = bytes(2000)
+        kept_s = 150 if ffmpeg else 0.3 * 150  # FFmpeg skips the damaged frames
+    (tmp_path / "broken.flac").write_bytes(bytes(data))
+    whole = load_audio(tmp_path / "broken.flac")
+    assert 0.8 * kept_s < whole.size / 16_000 < 1.1 * kept_s
+    np.testing.assert_allclose(whole[:16_000], signal[:16_000], atol=1e-4)  # 16-bit FLAC
     for block_s in (0.01, 0.5, 1.0, 3.0, 1000.0):
-        rate, blocks = AudioFile(tmp_path / "cut.flac").blocks(block_s)
+        rate, blocks = AudioFile(tmp_path / "broken.flac").blocks(block_s)
         assert rate == 16_000
         np.testing.assert_array_equal(np.concatenate(list(blocks)), whole)
 

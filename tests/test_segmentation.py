@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import tracemalloc
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -81,18 +82,34 @@ def test_a_region_under_the_maximum_is_not_split_while_its_closing_pause_is_coun
     assert len(_track(probs, Segmentation())) == 1
 
 
-def test_a_pause_longer_than_min_silence_ends_a_region_even_when_a_split_falls_inside_it():
-    """A split at an earlier pause must not restart the count of the pause going on."""
+def test_a_pause_longer_than_min_silence_ends_a_region_even_when_the_maximum_falls_inside_it():
+    """The maximum reached during a pause that then closes the region within it: one region,
+    not a cut at the earlier pause with the pause going on counted again from zero."""
     probs = _frames([(2.0, 11.0), (11.26, 13.25), (13.64, 15.5)], 18.0)  # pauses 0.26, 0.39 s
     found = _seconds(_track(probs, Segmentation(max_speech_s=11.5)))
-    assert [round(end - start, 1) for start, end in found] == [9.1, 2.1, 1.9]
-    assert found[1][1] == pytest.approx(13.25 + 0.03, abs=0.04)
+    assert [round(end - start, 1) for start, end in found] == [11.3, 1.9]
+    assert found[0][1] == pytest.approx(13.25 + 0.03, abs=0.04)
+    # a late short pause, then a little more speech within the maximum: still one region
+    late = _frames([(2.0, 21.5), (21.75, 21.8)], 24.0)
+    assert len(_track(late, Segmentation())) == 1
 
 
 def test_a_split_leaves_no_piece_shorter_than_min_speech():
     probs = _frames([(1.0, 1.1), (1.3, 4.0)], 6.0)  # the only long pause right after 0.1 s
     found = _seconds(_track(probs, Segmentation(max_speech_s=1.0, min_silence_s=0.3)))
     assert all(end - start > 0.25 for start, end in found), found
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_regions_never_pass_the_maximum_nor_overlap_whatever_the_probabilities(seed):
+    rng = np.random.default_rng(seed)
+    for probs in (rng.uniform(0, 1, 4000) ** 3, np.repeat(rng.uniform(0, 1, 400) ** 0.5, 10)):
+        for settings in (Segmentation(max_speech_s=1.0, pad_s=0.0, min_silence_s=0.1),
+                         Segmentation(max_speech_s=3.0, min_speech_s=0.6)):  # fmt: skip
+            found = _track(probs, settings)
+            assert found == _track(probs, settings, 7)
+            assert all(r.end - r.start <= settings.max_speech_s * RATE for r in found)
+            assert all(a.end <= b.start for a, b in pairwise(found))
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 512, 100_000])
