@@ -362,7 +362,7 @@ def load_model(
         segmentation = Segmentation(segmentation)
     pool = SessionPool(name_or_path, device=device, threads=threads, sessions=sessions)
     model = Model(pool, hop=hop, segmentation=segmentation)
-    frontend_for(model.metadata, hop_s=hop)  # a hop longer than the window: ValueError, now
+    check_hop(hop, model.metadata.window_s)  # and no longer than this model's window
     return model
 
 

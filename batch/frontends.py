@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ser.audio import center_window, split_windows
+from ser.audio import SAMPLE_RATE, center_window, split_windows
 from ser.batch.segmentation import Segmentation
 from ser.errors import ModelError
 from ser.features import EgemapsExtractor
@@ -65,12 +65,13 @@ class EgemapsFrontend:
 MIN_HOP_S = 0.01
 
 
-def check_hop(hop_s: float | None) -> float | None:
+def check_hop(hop_s: float | None, window_s: float | None = None) -> float | None:
     """``hop_s`` if it is a usable hop (None: the model's own), the one rule the CLI, the API
-    and the frontend apply.
+    and the frontend apply; with the model's ``window_s``, also no longer than the window.
 
     Raises:
-        ValueError: for a hop that is not a finite number of at least :data:`MIN_HOP_S` s.
+        ValueError: for a hop that is not a finite number of at least :data:`MIN_HOP_S` s, or
+            one longer than the window (the audio between windows would go unscored).
     """
     if hop_s is None:
         return None
@@ -78,6 +79,11 @@ def check_hop(hop_s: float | None) -> float | None:
         raise ValueError(f"the hop {hop_s} is not a finite number")
     if hop_s < MIN_HOP_S:
         raise ValueError(f"the hop must be at least {MIN_HOP_S} s, got {hop_s}")
+    if window_s and round(hop_s * SAMPLE_RATE) > round(window_s * SAMPLE_RATE):
+        raise ValueError(
+            f"the hop ({hop_s:g} s) must not exceed the model's window ({window_s:g} s): the "
+            "audio between windows would go unscored"
+        )
     return hop_s
 
 
@@ -97,13 +103,8 @@ class WaveformFrontend:
         self.metadata = metadata
         self.window = round(metadata.window_s * metadata.sample_rate)
         self.single_limit = int(self.single_window_up_to * self.window)
-        hop_s = check_hop(hop_s) or metadata.hop_s or metadata.window_s
+        hop_s = check_hop(hop_s, metadata.window_s) or metadata.hop_s or metadata.window_s
         self.hop = max(1, round(hop_s * metadata.sample_rate))
-        if self.hop > self.window:
-            raise ValueError(
-                f"the hop ({hop_s:g} s) must not exceed the model's window "
-                f"({metadata.window_s:g} s): the audio between windows would go unscored"
-            )
         self.settings = f"window={self.window} hop={self.hop}"
 
     def inputs(self, signal: np.ndarray) -> ModelInputs:

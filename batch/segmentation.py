@@ -89,16 +89,20 @@ class Segmentation:
                 f"VAD minimum silence ({self.min_silence_s} s) must be at least twice the padding "
                 f"({self.pad_s} s), so that padded regions never overlap"
             )
-        frame_s = FRAME / SAMPLE_RATE  # the tracker splits a frame early, as Silero does
-        if self.max_speech_s < 1.0 or (
-            self.max_speech_s <= self.min_speech_s + 2 * self.pad_s + frame_s
-        ):
+        if self.max_speech_s < 1.0 or self.split_after <= self.min_speech_s * SAMPLE_RATE:
             raise ValueError(
                 f"VAD maximum speech ({self.max_speech_s} s) must be at least 1 s and longer than "
-                f"the minimum speech plus twice the padding plus one {frame_s * 1000:g} ms frame"
+                f"the minimum speech plus twice the padding plus one "
+                f"{FRAME * 1000 / SAMPLE_RATE:g} ms frame"
             )
         if self.refresh_s != 0 and self.refresh_s < 1.0:
             raise ValueError(f"VAD refresh must be 0 (never) or at least 1 s, got {self.refresh_s}")
+
+    @property
+    def split_after(self) -> float:
+        """Samples of unpadded speech past which a region is split: the padded region, plus
+        the one frame the tracker decides late (as Silero), stays within the maximum."""
+        return self.max_speech_s * SAMPLE_RATE - FRAME - 2 * round(self.pad_s * SAMPLE_RATE)
 
     @property
     def vad(self) -> bool:
@@ -190,7 +194,7 @@ class SpeechTracker:
         self.min_speech = rate * settings.min_speech_s
         self.min_silence = rate * settings.min_silence_s
         self.pad = round(rate * settings.pad_s)
-        self.max_speech = rate * settings.max_speech_s - FRAME - 2 * self.pad
+        self.max_speech = settings.split_after
         self.min_pause = rate * MIN_PAUSE_AT_MAX_SPEECH_S
         self.frame = 0
         self.triggered = False
@@ -228,11 +232,13 @@ class SpeechTracker:
         current = self.frame * FRAME
         self.frame += 1
         speech = prob >= self.threshold
-        resumed = None  # the pause speech ends at this frame, however short
+        short = None  # a pause too short to be kept, that speech ends at this frame
         if speech and self.temp_end:
-            resumed = (self.temp_end, current - self.temp_end)
-            if resumed[1] > self.min_pause:
-                self.pauses.append(resumed)
+            pause = (self.temp_end, current - self.temp_end)
+            if pause[1] > self.min_pause:
+                self.pauses.append(pause)
+            else:
+                short = pause
             self.temp_end = 0
         if speech and not self.triggered:
             self.triggered, self.start = True, current
@@ -246,20 +252,18 @@ class SpeechTracker:
                 self.triggered, self.temp_end, self.pauses = False, 0, []
                 return
         if self.triggered and not self.temp_end and current - self.start > self.max_speech:
-            self._split(current, out, resumed)  # in speech: too long (a pause decides)
+            self._split(current, out, short)  # in speech: too long (a pause decides)
 
-    def _split(
-        self, current: int, out: list[Region], resumed: tuple[int, int] | None = None
-    ) -> None:
+    def _split(self, current: int, out: list[Region], short: tuple[int, int] | None = None) -> None:
         """Cut an over-long region at its longest pause, else here.
 
         Called in speech only: while a pause goes on, the region may be about to end within
         the maximum, so the decision waits for the pause to close (the region ends) or for
-        speech; the pause speech ``resumed`` after is then a cut too, however short, so the
+        speech; the pause speech resumed after is then a cut too, however ``short``, so the
         piece cut off never runs past the maximum. Only pauses after at least ``min_speech``
         of the region are cuts, so the piece cut off is never shorter than a region may be.
         """
-        pauses = [*self.pauses, resumed] if resumed and resumed not in self.pauses else self.pauses
+        pauses = [*self.pauses, short] if short else self.pauses
         cuts = [(end, length) for end, length in pauses if end - self.start > self.min_speech]
         if not cuts:
             out.append(self._region(self.start, current, gap=0))
