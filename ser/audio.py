@@ -175,18 +175,10 @@ class AudioFile:
 
     def read(self, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """The whole file, mono float32 at ``sample_rate`` (see :func:`prepare_signal`)."""
-        signal: np.ndarray | None = None
-        refusal = self._refusal
         if self._file is not None:
-            try:
-                file_rate = self._file.samplerate
-                signal = self._file.read(dtype="float32", always_2d=True)
-            except _SOUNDFILE_ERRORS as error:  # a header libsndfile reads, samples it cannot
-                refusal = error
-                if not HAS_FFMPEG:  # FFmpeg decodes past damage; libsndfile stops at it
-                    signal = self._readable_rest(0)  # up to where it was cut or damaged
-        if signal is None:
-            file_rate, blocks = _ffmpeg_blocks(self.path, None, refusal)
+            file_rate, signal = self._file.samplerate, self._whole_mono()
+        else:
+            file_rate, blocks = _ffmpeg_blocks(self.path, None, self._refusal)
             if not file_rate:
                 raise AudioError(f"{self.path}: {NO_SAMPLES_IN_STREAM}")
             signal = np.concatenate(list(blocks))
@@ -208,46 +200,71 @@ class AudioFile:
         pieces = max(1, math.ceil(block_s * rate / SALVAGE_FRAMES))
         return rate, self._mono_blocks(pieces * SALVAGE_FRAMES)
 
+    def _whole_mono(self) -> np.ndarray:
+        """libsndfile's whole read, mixed down (see :meth:`_after_failure` for a failed one)."""
+        try:
+            return _mono(self._file.read(dtype="float32", always_2d=True))
+        except _SOUNDFILE_ERRORS as error:  # a header libsndfile reads, samples it cannot
+            return np.concatenate(list(self._after_failure(0, None, error)))
+
     def _mono_blocks(self, size: int) -> Generator[np.ndarray, None, None]:
         """Blocks of ``size`` frames (an MPEG file without FFmpeg: read whole, then cut), none
         past the last frame actually read: a file shorter than its header says ends there."""
         try:
-            whole = self._file.read(dtype="float32", always_2d=True) if self._whole_only else None
+            if self._whole_only:
+                whole = self._whole_mono()
+                for start in range(0, whole.size, size):
+                    yield whole[start : start + size]
+                return
             position = 0
             while True:
-                if whole is not None:
-                    block, whole = whole[:size], whole[size:]
-                else:
-                    try:
-                        block = self._file.read(size, dtype="float32", always_2d=True)
-                    except _SOUNDFILE_ERRORS as error:
-                        if HAS_FFMPEG:  # as a whole read: FFmpeg from here on
-                            yield from self._ffmpeg_rest(position, size, error)
-                            return
-                        rest = self._readable_rest(position)
-                        if rest is None and not position:
-                            raise
-                        if rest is not None:
-                            yield rest
-                        return
+                try:
+                    block = self._file.read(size, dtype="float32", always_2d=True)
+                except _SOUNDFILE_ERRORS as error:
+                    yield from self._after_failure(position, size, error)
+                    return
                 if not len(block):
                     return
                 position += len(block)
                 yield _mono(block)
-                if whole is None and len(block) < size:
+                if len(block) < size:
                     return
         finally:
             self.close()
 
-    def _ffmpeg_rest(
-        self, position: int, size: int, refusal: BaseException
+    def _after_failure(
+        self, position: int, size: int | None, error: BaseException
     ) -> Iterator[np.ndarray]:
-        """FFmpeg's mono samples from frame ``position`` on, in blocks of about ``size``: what a
-        whole read gives after libsndfile fails (FFmpeg decodes past a damaged stretch)."""
-        rate, blocks = _ffmpeg_blocks(self.path, size / self._file.samplerate, refusal)
-        if rate != self._file.samplerate:
-            raise AudioError(f"{self.path}: FFmpeg reads {rate} Hz where libsndfile read "
-                             f"{self._file.samplerate} Hz")  # fmt: skip
+        """The mono samples from frame ``position`` on, after libsndfile failed to read there,
+        in blocks of about ``size`` frames (None: one block). The one rule for a whole read and
+        a stream, so both give the same samples: FFmpeg's where it is installed (it decodes
+        past a damaged stretch), else libsndfile's up to the damage.
+
+        Raises:
+            AudioError: when not one sample of the file can be read.
+        """
+        if HAS_FFMPEG:
+            yield from self._ffmpeg_rest(position, size, error)
+            return
+        rest = self._readable_rest(position)
+        if rest is None and not position:
+            raise AudioError(f"{self.path}: cannot decode audio ({_one_line(error)})")
+        if rest is not None:
+            yield rest
+
+    def _ffmpeg_rest(
+        self, position: int, size: int | None, refusal: BaseException
+    ) -> Iterator[np.ndarray]:
+        """FFmpeg's mono samples from frame ``position`` on, in blocks of about ``size``."""
+        rate = self._file.samplerate
+        blocks_s = None if size is None else size / rate
+        ffmpeg_rate, blocks = _ffmpeg_blocks(self.path, blocks_s, refusal)
+        if not ffmpeg_rate and not position:
+            raise AudioError(f"{self.path}: cannot decode audio ({_one_line(refusal)})")
+        if ffmpeg_rate and ffmpeg_rate != rate:
+            raise AudioError(
+                f"{self.path}: FFmpeg reads {ffmpeg_rate} Hz where libsndfile read {rate} Hz"
+            )
         skip = position
         for block in blocks:
             if skip >= block.size:
