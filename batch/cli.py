@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,6 +59,13 @@ Exit status:
   143  stopped by SIGTERM
 """
 )
+
+
+def _vad_option(flag: str, default: float, help: str, minimum: float = 0) -> Callable:
+    """A ``--vad-*`` option in seconds (or a rate), its default from :class:`Segmentation`."""
+    return click.option(
+        flag, type=click.FloatRange(min=minimum), default=default, show_default=True, help=help
+    )
 
 
 @click.group(
@@ -132,48 +139,37 @@ def main() -> None:
     show_default=True,
     help="Speech probability that starts a region (it ends below this minus 0.15).",
 )
-@click.option(
+@_vad_option(
     "--vad-min-speech",
-    type=click.FloatRange(min=0),
-    default=Segmentation.min_speech_s,
-    show_default=True,
-    help="Seconds: shorter speech regions are dropped.",
+    Segmentation.min_speech_s,
+    "Seconds: shorter speech regions are dropped.",
 )
-@click.option(
+@_vad_option(
     "--vad-min-silence",
-    type=click.FloatRange(min=0),
-    default=Segmentation.min_silence_s,
-    show_default=True,
-    help="Seconds: shorter pauses are merged into the region around them.",
+    Segmentation.min_silence_s,
+    "Seconds: shorter pauses are merged into the region around them.",
 )
-@click.option(
+@_vad_option(
     "--vad-max-speech",
-    type=click.FloatRange(min=1),
-    default=Segmentation.max_speech_s,
-    show_default=True,
-    help="Seconds: longer regions are split at their longest pause.",
+    Segmentation.max_speech_s,
+    "Seconds: longer regions are split at their longest pause.",
+    minimum=1,
 )
-@click.option(
+@_vad_option(
     "--vad-pad",
-    type=click.FloatRange(min=0),
-    default=Segmentation.pad_s,
-    show_default=True,
-    help="Seconds added to both ends of each speech region.",
+    Segmentation.pad_s,
+    "Seconds added to both ends of each speech region.",
 )
-@click.option(
+@_vad_option(
     "--vad-context",
-    type=click.FloatRange(min=0),
-    default=Segmentation.context_s,
-    show_default=True,
-    help="Seconds of the recording around a short region that the model sees with it (at most "
+    Segmentation.context_s,
+    "Seconds of the recording around a short region that the model sees with it (at most "
     "to the middle of the pause; zero-padded beyond).",
 )
-@click.option(
+@_vad_option(
     "--vad-refresh",
-    type=click.FloatRange(min=0),
-    default=Segmentation.refresh_s,
-    show_default=True,
-    help="0, or at least 1: seconds between restarts of each of the VAD's two states, half a "
+    Segmentation.refresh_s,
+    "0, or at least 1: seconds between restarts of each of the VAD's two states, half a "
     "period apart (one state drifts over long recordings and misses speech); 0: one state "
     "through the whole file.",
 )
@@ -187,12 +183,10 @@ def main() -> None:
     f"for a model that pools over speech only (whisper-gated-rooms), else 0; 0 in speaker "
     f"mode]",
 )
-@click.option(
+@_vad_option(
     "--vad-sentence-part",
-    type=click.FloatRange(min=0),
-    default=Segmentation.sentence_part_s,
-    show_default=True,
-    help="Seconds: only a pair in which one region is shorter than this is joined; 0: any pair.",
+    Segmentation.sentence_part_s,
+    "Seconds: only a pair in which one region is shorter than this is joined; 0: any pair.",
 )
 @click.option(
     "--segments",
