@@ -99,6 +99,14 @@ class SpeechFrontend:
             return
         yield self._rows(pending, [], buffer, offset, previous_end, total, final=True)
 
+    def region_inputs(self, signal: np.ndarray, regions: Iterable[Region]) -> ModelInputs:
+        """The rows :meth:`stream_inputs` gives a recording longer than a clip, for speech
+        regions given instead of found (in order, not overlapping): joined into sentences,
+        with their context, as the VAD's own. For measurements that score other regions (the
+        true utterance spans of a benchmark) exactly as ``ser-batch`` scores the VAD's."""
+        sentences = extend_sentences([], regions, *self.sentence)
+        return self._rows(sentences, [], signal, 0, 0, signal.size, final=True)
+
     def _extend(self, pending: list[list[Region]], regions: list[Region]) -> None:
         extend_sentences(pending, regions, *self.sentence)
 

@@ -52,8 +52,11 @@ from long_recordings import (
 )
 
 from ser.audio import center_window, load_audio, split_windows
+from ser.batch.frontends import WaveformFrontend
+from ser.batch.scoring import aggregate
 from ser.batch.segmentation import Region, Segmentation, SpeechTracker, join_sentences
 from ser.batch.session import ScoringModel
+from ser.batch.utterances import SpeechFrontend
 from ser.corpus import read_ravdess, select
 from ser.vad import SileroVad
 
@@ -68,6 +71,9 @@ def region_input(
     gate_db: float | None = None,
 ) -> list[np.ndarray]:  # fmt: skip
     """The model rows for one region: its windows if long, else one window with context.
+
+    The ablation's own builder, for its variants (other margins, padding, gating); what
+    ``ser-batch`` itself does is :meth:`Scorer.sentences`, through the product's frontend.
 
     ``floor_db``: pad with white noise at this level (dBFS) instead of zeros. ``gate_db``: the
     context (outside the region) attenuated by this many dB.
@@ -117,14 +123,19 @@ class Scorer:
         self.hop = round((meta.hop_s or meta.window_s) * meta.sample_rate)
         self.single_limit = int(1.5 * self.window)
         self.rows = 0
+        self._frontends: dict[Segmentation, SpeechFrontend] = {}
 
-    def probs(self, rows: list[np.ndarray]) -> np.ndarray:
-        """Length-weighted mean is done by the caller; here the mean over a region's rows."""
+    def predict(self, rows: list[np.ndarray]) -> np.ndarray:
+        """Each row's probabilities, in batches of 16 (``ser-batch``'s default)."""
         out = []
         for first in range(0, len(rows), 16):
             out.append(self.model.predict(np.stack(rows[first : first + 16])))
         self.rows += len(rows)
-        return np.concatenate(out).mean(axis=0)
+        return np.concatenate(out)
+
+    def probs(self, rows: list[np.ndarray]) -> np.ndarray:
+        """The mean over a region's rows (the variants' own scoring, not ``ser-batch``'s)."""
+        return self.predict(rows).mean(axis=0)
 
     def whole(self, signal: np.ndarray) -> np.ndarray:
         """A clip scored whole: one window centred on it, as ``benchmarks/accuracy.py``."""
@@ -146,17 +157,19 @@ class Scorer:
     def sentences(
         self, signal: np.ndarray, spans: list[tuple[int, int]], settings: Segmentation
     ) -> tuple[list[np.ndarray], list[list[Region]]]:
-        """Each span's probabilities as ``ser-batch`` gives them (``settings.context_s`` of
-        context): spans that ``settings`` (for this model) joins into a sentence are scored as
-        one, each taking the sentence's; and the sentences."""
-        settings = settings.for_model(self.model.metadata)
-        groups = join_sentences(
-            [Region(*span) for span in spans], settings.sentence_pause, self.window,
-            settings.sentence_part,
-        )  # fmt: skip
-        joined = [(group[0].start, group[-1].end) for group in groups]
-        probs = self.regions(signal, joined, settings.context_s)
-        return [p for p, group in zip(probs, groups, strict=True) for _ in group], groups
+        """Each span's probabilities exactly as ``ser-batch`` gives them under ``settings``:
+        its own rows for given regions (:meth:`SpeechFrontend.region_inputs`: their context,
+        sentences joined by the model's rule) and its own aggregation; and the sentences."""
+        if settings not in self._frontends:
+            meta = self.model.metadata
+            self._frontends[settings] = SpeechFrontend(WaveformFrontend(meta), settings)
+        frontend = self._frontends[settings]
+        regions = [Region(*span) for span in spans]
+        if not regions:
+            return [], []
+        inputs = frontend.region_inputs(signal, regions)
+        _, segments, _ = aggregate(inputs, self.predict(list(inputs.rows)), RATE)
+        return [segment.probs for segment in segments], join_sentences(regions, *frontend.sentence)
 
     def regions(
         self, signal: np.ndarray, spans: list[tuple[int, int]], margin: float | None,

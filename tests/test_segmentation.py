@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+from ser.audio import center_window
 from ser.batch.cli import main as batch_main
 from ser.batch.frontends import WaveformFrontend, frontend_for
 from ser.batch.run import RunOptions
@@ -241,6 +242,24 @@ def test_streamed_regions_give_the_same_rows_as_the_whole_signal():
     owner = whole.region_of_row
     assert (owner == 3).sum() == 5 and (owner == 0).sum() == 1
     assert whole.ends[owner == 3].max() == whole.regions[3, 1]
+
+
+@pytest.mark.parametrize("pause", [0.0, 1.0])
+def test_regions_given_get_the_rows_of_the_same_regions_found(pause):
+    """``region_inputs`` (benchmarks score true utterance spans with it) is the VAD path's
+    own: fed the regions the VAD found, it gives exactly the rows of :meth:`inputs`."""
+    talk = bursts([(1.0, 1.8), (2.4, 3.0), (6.0, 7.5)], 9.0, seed=0)
+    signal = np.concatenate([talk, bursts([(0.5, 10.0)], 12.0, seed=6)])
+    frontend = _frontend(sentence_pause_s=pause)
+    found = frontend.inputs(signal)
+    assert len(found.regions) == 4 and (found.region_of_row == 3).sum() > 1
+    given = frontend.region_inputs(signal, [Region(*span) for span in found.regions.tolist()])
+    for name in ("rows", "starts", "ends", "regions", "region_of_row", "samples"):
+        assert np.array_equal(getattr(given, name), getattr(found, name)), name
+    if pause:  # the 1 s pause joins two regions into one sentence: one row, repeated
+        assert np.array_equal(found.rows[0], found.rows[1])
+    moved = frontend.region_inputs(signal, [Region(RATE, 2 * RATE)])  # any span, its context
+    assert np.array_equal(moved.rows[0], center_window(signal[: 3 * RATE], 4 * RATE))
 
 
 def test_a_two_hour_stream_keeps_flat_memory(monkeypatch):
