@@ -13,7 +13,8 @@ Each true utterance is put in one class by how the VAD's regions cover it:
 
 - ``missed``: no region touches it;
 - ``merged, same label`` / ``merged, other label``: the region covering most of it is also the
-  one covering most of another utterance (of the same emotion, or of another);
+  one covering most of another utterance (of the same emotion, or of another), whatever its
+  IoU (``vad_settings.py``'s "merged" is another rule: see its docstring);
 - ``split``: more than one region touches it;
 - ``cut short``: one region, covering under 90% of it at IoU < 0.5;
 - ``too long``: one region, covering 90% or more of it at IoU < 0.5;

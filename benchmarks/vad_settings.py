@@ -10,6 +10,12 @@ choose its settings, where validation's two actors are few) and reports, for eac
 recording is built from one actor's clips, ``--files`` of them per actor), and how the misses
 split: an utterance covered by a region that also covers another one (merged), one whose best
 region covers under half of it (cut short or split), or none at all (missed).
+
+Its "merged" counts an utterance without a one-to-one match at IoU >= 0.5 whose best region
+touches another utterance. ``segmentation_losses.py``'s "merged" classes use another rule (that
+region is also the one covering most of another utterance, whatever the IoU), so the two
+counts differ on the same recordings; neither is the VAD's own joining of speech across pauses
+under ``--vad-min-silence``.
 """
 
 from __future__ import annotations
