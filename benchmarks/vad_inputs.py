@@ -114,7 +114,7 @@ def neighbour_bounds(spans: list[tuple[int, int]], total: int) -> list[tuple[int
 
 
 class Scorer:
-    """The model, with each distinct input row scored once."""
+    """The model, and how many rows it has scored (``rows``)."""
 
     def __init__(self, model: str) -> None:
         self.model = ScoringModel(model)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import importlib.util
+import itertools
 import math
 import os
 import stat
@@ -205,7 +206,8 @@ class AudioFile:
         try:
             return _mono(self._file.read(dtype="float32", always_2d=True))
         except _SOUNDFILE_ERRORS as error:  # a header libsndfile reads, samples it cannot
-            return np.concatenate(list(self._after_failure(0, None, error)))
+            parts = list(self._after_failure(0, None, error))
+            return np.concatenate(parts) if parts else np.zeros(0, np.float32)  # "empty file"
 
     def _mono_blocks(self, size: int) -> Generator[np.ndarray, None, None]:
         """Blocks of ``size`` frames (an MPEG file without FFmpeg: read whole, then cut), none
@@ -258,13 +260,11 @@ class AudioFile:
         """FFmpeg's mono samples from frame ``position`` on, in blocks of about ``size``."""
         rate = self._file.samplerate
         blocks_s = None if size is None else size / rate
-        ffmpeg_rate, blocks = _ffmpeg_blocks(self.path, blocks_s, refusal)
+        # at libsndfile's rate, which the stream has given already (FFmpeg decodes Opus at
+        # 48 kHz whatever the header says)
+        ffmpeg_rate, blocks = _ffmpeg_blocks(self.path, blocks_s, refusal, rate)
         if not ffmpeg_rate and not position:
             raise AudioError(f"{self.path}: cannot decode audio ({_one_line(refusal)})")
-        if ffmpeg_rate and ffmpeg_rate != rate:
-            raise AudioError(
-                f"{self.path}: FFmpeg reads {ffmpeg_rate} Hz where libsndfile read {rate} Hz"
-            )
         skip = position
         for block in blocks:
             if skip >= block.size:
@@ -403,12 +403,13 @@ def _descriptor(path: str | Path) -> int:
 
 
 def _ffmpeg_blocks(
-    path: Path, block_s: float | None, refusal: BaseException | None
+    path: Path, block_s: float | None, refusal: BaseException | None, rate: int | None = None
 ) -> tuple[int, Iterator[np.ndarray]]:
     """Decode ``path`` with FFmpeg: its first audio stream's rate and mono blocks.
 
-    Blocks hold at least ``block_s`` seconds (None: the whole file in one block). A file with no
-    audio samples gives rate 0 and no blocks.
+    Blocks hold at least ``block_s`` seconds (None: the whole file in one block). ``rate``: the
+    samples resampled to it (None: the stream's first rate). A file with no audio samples
+    gives rate 0 and no blocks.
 
     Raises:
         AudioError: see :class:`_FFmpegFile`, or a rate under :data:`MIN_SAMPLE_RATE`.
@@ -417,19 +418,21 @@ def _ffmpeg_blocks(
     first = next(frames, None)
     if first is None:
         return 0, iter(())
-    rate, mono = first
-    if rate < MIN_SAMPLE_RATE:
+    if first[0] < MIN_SAMPLE_RATE:
         frames.close()
         raise AudioError(
-            f"{path}: a sample rate of {rate} Hz (under {MIN_SAMPLE_RATE} Hz); refused"
+            f"{path}: a sample rate of {first[0]} Hz (under {MIN_SAMPLE_RATE} Hz); refused"
         )
+    rate = rate or first[0]
     size = None if block_s is None else max(1, int(block_s * rate))
-    return rate, _gather(mono, _at_rate(frames, rate), size)
+    chunks = _at_rate(itertools.chain([first], frames), rate)
+    return rate, _gather(np.zeros(0, np.float32), chunks, size)
 
 
 def _at_rate(frames: Iterator[tuple[int, np.ndarray]], rate: int) -> Iterator[np.ndarray]:
-    """The frames at ``rate``: where a stream's rate changes midway (recordings joined into one
-    file), the rest is resampled back to its first rate, so that duration and pitch hold."""
+    """The frames at ``rate``: frames at another rate (a stream whose rate changes midway,
+    recordings joined into one file; Opus, which FFmpeg decodes at 48 kHz where libsndfile's
+    rate is wanted) are resampled to it, so that duration and pitch hold."""
     stream, current = None, rate
     for frame_rate, chunk in frames:
         if frame_rate != current:

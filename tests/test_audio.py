@@ -10,6 +10,7 @@ from ser.audio import (
     load_audio,
     prepare_signal,
     split_windows,
+    stream_audio,
 )
 from ser.errors import AudioError
 
@@ -109,6 +110,32 @@ def test_a_flac_broken_inside_its_audio_reads_the_same_whole_and_streamed(
         rate, blocks = AudioFile(tmp_path / "broken.flac").blocks(block_s)
         assert rate == 16_000
         np.testing.assert_array_equal(np.concatenate(list(blocks)), whole)
+
+
+def test_ffmpeg_takes_over_at_the_rate_libsndfile_gave(tmp_path, monkeypatch):
+    """FFmpeg decodes Opus at 48 kHz whatever its header says; where libsndfile fails to read a
+    16 kHz Opus file, FFmpeg's samples are resampled to the 16 kHz the stream already gave,
+    and a whole read gives the same samples (it once refused the file: "FFmpeg reads 48000 Hz
+    where libsndfile read 16000 Hz")."""
+    if not HAS_FFMPEG:
+        pytest.skip("FFmpeg (PyAV, the formats extra) is not installed")
+    signal = _sine(300, 6.0, 16_000) * 0.3
+    sf.write(tmp_path / "voice.ogg", signal, 16_000, format="OGG", subtype="OPUS")
+    read = sf.SoundFile.read
+
+    def fails_past_a_second(self, frames=-1, *args, **kwargs):
+        if frames == -1 or self.tell() >= 16_000:
+            raise sf.LibsndfileError(0, prefix="made to fail: ")
+        return read(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", fails_past_a_second)
+    whole = load_audio(tmp_path / "voice.ogg")
+    assert abs(whole.size - signal.size) < 0.01 * signal.size  # 6 s, not 2 s or 18 s
+    for block_s in (0.05, 0.5):  # libsndfile's first second, then FFmpeg's rest
+        streamed = np.concatenate(list(stream_audio(tmp_path / "voice.ogg", block_s=block_s)))
+        assert abs(streamed.size - signal.size) < 0.01 * signal.size
+    level = np.sqrt(np.mean(whole[16_000:-16_000] ** 2))
+    assert 0.8 * 0.15 / np.sqrt(2) < level < 1.2 * 0.15 / np.sqrt(2)  # the tone, not silence
 
 
 def test_samples_far_past_full_scale_are_refused_not_scored_as_nan(tmp_path):
