@@ -361,9 +361,7 @@ def load_model(
     if isinstance(segmentation, str):
         segmentation = Segmentation(segmentation)
     pool = SessionPool(name_or_path, device=device, threads=threads, sessions=sessions)
-    model = Model(pool, hop=hop, segmentation=segmentation)
-    check_hop(hop, model.metadata.window_s)  # and no longer than this model's window
-    return model
+    return Model(pool, hop=hop, segmentation=segmentation)  # its frontend checks the hop
 
 
 def _at_least_one(value: int, name: str) -> int:

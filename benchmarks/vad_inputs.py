@@ -52,7 +52,7 @@ from long_recordings import (
 )
 
 from ser.audio import center_window, load_audio, split_windows
-from ser.batch.frontends import WaveformFrontend
+from ser.batch.frontends import frontend_for
 from ser.batch.scoring import aggregate
 from ser.batch.segmentation import Region, Segmentation, SpeechTracker, join_sentences
 from ser.batch.session import ScoringModel
@@ -161,8 +161,7 @@ class Scorer:
         its own rows for given regions (:meth:`SpeechFrontend.region_inputs`: their context,
         sentences joined by the model's rule) and its own aggregation; and the sentences."""
         if settings not in self._frontends:
-            meta = self.model.metadata
-            self._frontends[settings] = SpeechFrontend(WaveformFrontend(meta), settings)
+            self._frontends[settings] = frontend_for(self.model.metadata, segmentation=settings)
         frontend = self._frontends[settings]
         regions = [Region(*span) for span in spans]
         if not regions:

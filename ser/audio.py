@@ -206,8 +206,7 @@ class AudioFile:
         try:
             return _mono(self._file.read(dtype="float32", always_2d=True))
         except _SOUNDFILE_ERRORS as error:  # a header libsndfile reads, samples it cannot
-            parts = list(self._after_failure(0, None, error))
-            return np.concatenate(parts) if parts else np.zeros(0, np.float32)  # "empty file"
+            return np.concatenate(list(self._after_failure(0, None, error)))
 
     def _mono_blocks(self, size: int) -> Generator[np.ndarray, None, None]:
         """Blocks of ``size`` frames (an MPEG file without FFmpeg: read whole, then cut), none
@@ -246,13 +245,16 @@ class AudioFile:
             AudioError: when not one sample of the file can be read.
         """
         if HAS_FFMPEG:
-            yield from self._ffmpeg_rest(position, size, error)
-            return
-        rest = self._readable_rest(position)
-        if rest is None and not position:
+            rest = self._ffmpeg_rest(position, size, error)
+        else:
+            readable = self._readable_rest(position)
+            rest = iter(() if readable is None else (readable,))
+        first = next(rest, None)
+        if first is None and not position:
             raise AudioError(f"{self.path}: cannot decode audio ({_one_line(error)})")
-        if rest is not None:
-            yield rest
+        if first is not None:
+            yield first
+            yield from rest
 
     def _ffmpeg_rest(
         self, position: int, size: int | None, refusal: BaseException
@@ -262,9 +264,7 @@ class AudioFile:
         blocks_s = None if size is None else size / rate
         # at libsndfile's rate, which the stream has given already (FFmpeg decodes Opus at
         # 48 kHz whatever the header says)
-        ffmpeg_rate, blocks = _ffmpeg_blocks(self.path, blocks_s, refusal, rate)
-        if not ffmpeg_rate and not position:
-            raise AudioError(f"{self.path}: cannot decode audio ({_one_line(refusal)})")
+        _, blocks = _ffmpeg_blocks(self.path, blocks_s, refusal, rate)
         skip = position
         for block in blocks:
             if skip >= block.size:
@@ -426,7 +426,7 @@ def _ffmpeg_blocks(
     rate = rate or first[0]
     size = None if block_s is None else max(1, int(block_s * rate))
     chunks = _at_rate(itertools.chain([first], frames), rate)
-    return rate, _gather(np.zeros(0, np.float32), chunks, size)
+    return rate, _gather(chunks, size)
 
 
 def _at_rate(frames: Iterator[tuple[int, np.ndarray]], rate: int) -> Iterator[np.ndarray]:
@@ -534,12 +534,10 @@ class _FFmpegFile:
         self.close()
 
 
-def _gather(
-    first: np.ndarray, rest: Iterator[np.ndarray], size: int | None
-) -> Iterator[np.ndarray]:
+def _gather(chunks: Iterator[np.ndarray], size: int | None) -> Iterator[np.ndarray]:
     """Join small decoded frames into blocks of at least ``size`` samples (None: one block)."""
-    parts, held = [first], first.size
-    for chunk in rest:
+    parts, held = [], 0
+    for chunk in chunks:
         parts.append(chunk)
         held += chunk.size
         if size is not None and held >= size:
